@@ -1,8 +1,8 @@
 #include "backend/device_list.h"
 
-#include <thread>
-
 #include <fmt/format.h>
+
+#include <thread>
 
 namespace pagoda {
 
@@ -17,12 +17,14 @@ std::vector<BackendReport> list_backends() {
 #if PAGODA_HAS_XPU
   out.push_back(xpu_backend_report());
 #else
-  out.push_back({.name = "xpu", .compiled = false, .status = "not built (configure with -DPAGODA_XPU=ON)", .devices = {}});
+  out.push_back(
+      {.name = "xpu", .compiled = false, .status = "not built (configure with -DPAGODA_XPU=ON)", .devices = {}});
 #endif
 #if PAGODA_HAS_CUDA
   out.push_back(cuda_backend_report());
 #else
-  out.push_back({.name = "cuda", .compiled = false, .status = "not built (configure with -DPAGODA_CUDA=ON)", .devices = {}});
+  out.push_back(
+      {.name = "cuda", .compiled = false, .status = "not built (configure with -DPAGODA_CUDA=ON)", .devices = {}});
 #endif
   return out;
 }

@@ -8,7 +8,7 @@ namespace pagoda {
 
 // A device a compiled backend can see, with the capabilities its kernels care about.
 struct DeviceReport {
-  std::string id;            // "xpu:0", "cuda:0"
+  std::string id;  // "xpu:0", "cuda:0"
   std::string name;
   std::string vendor;
   std::string driver;

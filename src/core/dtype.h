@@ -49,19 +49,27 @@ enum class DType : uint8_t {
 inline constexpr int kNumDTypes = static_cast<int>(DType::kCount);
 
 struct DTypeInfo {
-  std::string_view name;    // "f32", "q4_k", ... (lower case, as pagoda prints them)
-  int64_t block_size;       // elements per block (1 for scalar types)
-  int64_t block_bytes;      // bytes per block
-  int32_t gguf_id;          // ggml_type id in GGUF files, -1 if GGUF cannot store it
-  bool is_quantized;        // a block type that needs dequantization
-  bool is_float;            // f32/f16/bf16/f64
+  std::string_view name;  // "f32", "q4_k", ... (lower case, as pagoda prints them)
+  int64_t block_size;     // elements per block (1 for scalar types)
+  int64_t block_bytes;    // bytes per block
+  int32_t gguf_id;        // ggml_type id in GGUF files, -1 if GGUF cannot store it
+  bool is_quantized;      // a block type that needs dequantization
+  bool is_float;          // f32/f16/bf16/f64
 };
 
 [[nodiscard]] const DTypeInfo& dtype_info(DType t);
-[[nodiscard]] inline std::string_view dtype_name(DType t) { return dtype_info(t).name; }
-[[nodiscard]] inline int64_t dtype_block_size(DType t) { return dtype_info(t).block_size; }
-[[nodiscard]] inline int64_t dtype_block_bytes(DType t) { return dtype_info(t).block_bytes; }
-[[nodiscard]] inline bool dtype_is_quantized(DType t) { return dtype_info(t).is_quantized; }
+[[nodiscard]] inline std::string_view dtype_name(DType t) {
+  return dtype_info(t).name;
+}
+[[nodiscard]] inline int64_t dtype_block_size(DType t) {
+  return dtype_info(t).block_size;
+}
+[[nodiscard]] inline int64_t dtype_block_bytes(DType t) {
+  return dtype_info(t).block_bytes;
+}
+[[nodiscard]] inline bool dtype_is_quantized(DType t) {
+  return dtype_info(t).is_quantized;
+}
 
 // Bytes taken by a row of `n` elements, or nullopt when `n` is not a whole number of blocks or the
 // size overflows.
@@ -69,7 +77,7 @@ struct DTypeInfo {
 
 // Lookups by external names and ids; nullopt for anything unknown.
 [[nodiscard]] std::optional<DType> dtype_from_gguf_id(uint32_t id);
-[[nodiscard]] std::optional<DType> dtype_from_name(std::string_view name);  // "q4_k", "Q4_K", "bf16"
+[[nodiscard]] std::optional<DType> dtype_from_name(std::string_view name);         // "q4_k", "Q4_K", "bf16"
 [[nodiscard]] std::optional<DType> dtype_from_safetensors(std::string_view name);  // "F32", "BF16", ...
 
 }  // namespace pagoda

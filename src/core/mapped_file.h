@@ -30,7 +30,7 @@ class MappedFile {
  private:
   MappedFile(std::string path, const uint8_t* data, uint64_t size);
   std::string path_;
-  bool mapped_ = false;          // data_ came from mmap and must be unmapped
+  bool mapped_ = false;         // data_ came from mmap and must be unmapped
   std::vector<uint8_t> owned_;  // backing bytes of from_memory(); empty for real mappings
   const uint8_t* data_ = nullptr;
   uint64_t size_ = 0;

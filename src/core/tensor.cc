@@ -80,7 +80,9 @@ class MappedStorage final : public Storage {
 
 }  // namespace
 
-std::shared_ptr<Storage> make_host_storage(uint64_t nbytes) { return std::make_shared<HostStorage>(nbytes); }
+std::shared_ptr<Storage> make_host_storage(uint64_t nbytes) {
+  return std::make_shared<HostStorage>(nbytes);
+}
 
 std::shared_ptr<Storage> borrow_host_storage(void* data, uint64_t nbytes) {
   return std::make_shared<BorrowedStorage>(data, nbytes);
@@ -114,7 +116,9 @@ int64_t Shape::numel() const {
   return static_cast<int64_t>(*n);
 }
 
-std::string Shape::str() const { return fmt::format("[{}]", fmt::join(dims(), ", ")); }
+std::string Shape::str() const {
+  return fmt::format("[{}]", fmt::join(dims(), ", "));
+}
 
 bool operator==(const Shape& a, const Shape& b) {
   if (a.ndim_ != b.ndim_) return false;
@@ -184,20 +188,25 @@ int64_t Tensor::dim(int i) const {
   return shape_[j];
 }
 
-Device Tensor::device() const { return storage_ ? storage_->device() : cpu_device(); }
+Device Tensor::device() const {
+  return storage_ ? storage_->device() : cpu_device();
+}
 
 StorageKind Tensor::storage_kind() const {
   if (!storage_) fail(ErrorCode::kInternal, "storage_kind() of an undefined tensor");
   return storage_->kind();
 }
 
-bool Tensor::is_contiguous() const { return strides_ == contiguous_strides(shape_); }
+bool Tensor::is_contiguous() const {
+  return strides_ == contiguous_strides(shape_);
+}
 
 uint64_t Tensor::nbytes() const {
   if (!is_contiguous()) fail(ErrorCode::kInternal, "nbytes() of a non-contiguous tensor");
   int64_t inner = shape_.ndim() > 0 ? shape_[shape_.ndim() - 1] : 1;
   auto row = dtype_row_bytes(dtype_, inner);
-  if (!row) fail(ErrorCode::kInvalidArgument, "shape {} is not a whole number of {} blocks", shape_.str(), dtype_name(dtype_));
+  if (!row)
+    fail(ErrorCode::kInvalidArgument, "shape {} is not a whole number of {} blocks", shape_.str(), dtype_name(dtype_));
   int64_t rows = inner == 0 ? 0 : numel() / inner;
   auto bytes = checked_mul(*row, static_cast<uint64_t>(rows));
   if (!bytes) fail(ErrorCode::kInvalidArgument, "tensor {} is too large", shape_.str());
@@ -206,11 +215,14 @@ uint64_t Tensor::nbytes() const {
 
 void* Tensor::raw_data() {
   if (!storage_) fail(ErrorCode::kInternal, "data() of an undefined tensor");
-  if (device().kind != DeviceKind::kCpu) fail(ErrorCode::kInternal, "host pointer requested for a {} tensor", device_name(device()));
+  if (device().kind != DeviceKind::kCpu)
+    fail(ErrorCode::kInternal, "host pointer requested for a {} tensor", device_name(device()));
   return static_cast<uint8_t*>(storage_->data()) + byte_offset_;
 }
 
-const void* Tensor::raw_data() const { return const_cast<Tensor*>(this)->raw_data(); }
+const void* Tensor::raw_data() const {
+  return const_cast<Tensor*>(this)->raw_data();
+}
 
 void Tensor::check_element_size(size_t size) const {
   const DTypeInfo& info = dtype_info(dtype_);
@@ -230,7 +242,8 @@ Tensor Tensor::slice(int d, int64_t start, int64_t end) const {
   int j = d < 0 ? d + n : d;
   if (j < 0 || j >= n) fail(ErrorCode::kInvalidArgument, "slice dimension {} out of range for {}", d, shape_.str());
   if (start < 0 || end < start || end > shape_[j]) {
-    fail(ErrorCode::kInvalidArgument, "slice [{}, {}) out of range for dimension {} of {}", start, end, j, shape_.str());
+    fail(ErrorCode::kInvalidArgument, "slice [{}, {}) out of range for dimension {} of {}", start, end, j,
+         shape_.str());
   }
   const DTypeInfo& info = dtype_info(dtype_);
   if (info.block_size != 1 && j == n - 1) {
@@ -239,7 +252,8 @@ Tensor Tensor::slice(int d, int64_t start, int64_t end) const {
   Tensor t = *this;
   t.shape_[j] = end - start;
   uint64_t elem_offset = static_cast<uint64_t>(start) * static_cast<uint64_t>(strides_[j]);
-  t.byte_offset_ = byte_offset_ + elem_offset / static_cast<uint64_t>(info.block_size) * static_cast<uint64_t>(info.block_bytes);
+  t.byte_offset_ =
+      byte_offset_ + elem_offset / static_cast<uint64_t>(info.block_size) * static_cast<uint64_t>(info.block_bytes);
   return t;
 }
 

@@ -23,7 +23,9 @@ struct Device {
 };
 
 [[nodiscard]] std::string device_name(Device d);  // "cpu", "xpu:0", "cuda:1"
-[[nodiscard]] inline Device cpu_device() { return {}; }
+[[nodiscard]] inline Device cpu_device() {
+  return {};
+}
 
 enum class StorageKind : uint8_t {
   kOwned,     // allocated by pagoda and freed with the last tensor that uses it
@@ -61,7 +63,7 @@ class Shape {
   [[nodiscard]] int64_t operator[](int i) const { return dims_[static_cast<size_t>(i)]; }
   [[nodiscard]] int64_t& operator[](int i) { return dims_[static_cast<size_t>(i)]; }
   [[nodiscard]] std::span<const int64_t> dims() const { return {dims_.data(), static_cast<size_t>(ndim_)}; }
-  [[nodiscard]] int64_t numel() const;  // throws on overflow
+  [[nodiscard]] int64_t numel() const;    // throws on overflow
   [[nodiscard]] std::string str() const;  // "[2, 3, 4]"
   friend bool operator==(const Shape& a, const Shape& b);
 
@@ -79,8 +81,8 @@ class Tensor {
   [[nodiscard]] static Tensor empty(const Shape& shape, DType dtype);  // owned host memory
   [[nodiscard]] static Tensor zeros(const Shape& shape, DType dtype);
   [[nodiscard]] static Tensor borrow(void* data, const Shape& shape, DType dtype);
-  [[nodiscard]] static Tensor from_storage(std::shared_ptr<Storage> storage, uint64_t byte_offset,
-                                           const Shape& shape, DType dtype);
+  [[nodiscard]] static Tensor from_storage(std::shared_ptr<Storage> storage, uint64_t byte_offset, const Shape& shape,
+                                           DType dtype);
 
   [[nodiscard]] bool defined() const { return storage_ != nullptr; }
   [[nodiscard]] const Shape& shape() const { return shape_; }

@@ -44,7 +44,7 @@ TEST(DType, GgufIdsRoundTripAndBlockGeometry) {
   EXPECT_EQ(dtype_block_size(DType::kQ4_K), 256);
   EXPECT_EQ(dtype_block_bytes(DType::kQ6_K), 210);
   EXPECT_EQ(dtype_block_bytes(DType::kQ4_1), 20);
-  EXPECT_FALSE(dtype_from_gguf_id(4).has_value());   // removed Q4_2
+  EXPECT_FALSE(dtype_from_gguf_id(4).has_value());  // removed Q4_2
   EXPECT_FALSE(dtype_from_gguf_id(1000).has_value());
   EXPECT_EQ(dtype_from_name("Q8_0"), DType::kQ8_0);
   EXPECT_EQ(dtype_from_safetensors("BF16"), DType::kBF16);
@@ -66,7 +66,8 @@ TEST(Tensor, OwnedViewsAndSlices) {
   EXPECT_EQ(t.storage_kind(), StorageKind::kOwned);
   EXPECT_EQ(t.strides()[0], 12);
   float* p = t.data<float>();
-  for (int i = 0; i < 24; ++i) p[i] = static_cast<float>(i);
+  for (int i = 0; i < 24; ++i)
+    p[i] = static_cast<float>(i);
   Tensor rows = t.slice(0, 1, 2);
   EXPECT_EQ(rows.data<float>()[0], 12.0f);
   Tensor flat = t.view({6, 4});
@@ -90,7 +91,8 @@ TEST(Tensor, QuantizedGeometry) {
 
 TEST(Tensor, BorrowedAndMapped) {
   std::vector<uint8_t> bytes(64);
-  for (size_t i = 0; i < bytes.size(); ++i) bytes[i] = static_cast<uint8_t>(i);
+  for (size_t i = 0; i < bytes.size(); ++i)
+    bytes[i] = static_cast<uint8_t>(i);
   auto file = MappedFile::from_memory("mem", bytes);
   Tensor m = Tensor::from_storage(map_file_storage(file, 16, 8), 0, {4}, DType::kI16);
   EXPECT_EQ(m.storage_kind(), StorageKind::kMapped);

@@ -22,7 +22,8 @@ BackendReport cuda_backend_report() {
     d.name = prop.name;
     d.vendor = "NVIDIA";
     int driver = 0;
-    if (cudaDriverGetVersion(&driver) == cudaSuccess) d.driver = std::to_string(driver / 1000) + "." + std::to_string(driver % 1000 / 10);
+    if (cudaDriverGetVersion(&driver) == cudaSuccess)
+      d.driver = std::to_string(driver / 1000) + "." + std::to_string(driver % 1000 / 10);
     d.global_memory = prop.totalGlobalMem;
     d.max_alloc = prop.totalGlobalMem;
     d.local_memory = prop.sharedMemPerBlock;

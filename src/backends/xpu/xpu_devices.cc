@@ -15,7 +15,8 @@ std::string device_string(cl_device_id dev, cl_device_info what) {
   if (clGetDeviceInfo(dev, what, 0, nullptr, &size) != CL_SUCCESS || size == 0) return {};
   std::string s(size, '\0');
   if (clGetDeviceInfo(dev, what, size, s.data(), nullptr) != CL_SUCCESS) return {};
-  while (!s.empty() && s.back() == '\0') s.pop_back();
+  while (!s.empty() && s.back() == '\0')
+    s.pop_back();
   return s;
 }
 
@@ -45,7 +46,8 @@ BackendReport xpu_backend_report() {
   cl_uint num_platforms = 0;
   cl_int rc = clGetPlatformIDs(0, nullptr, &num_platforms);
   if (rc != CL_SUCCESS || num_platforms == 0) {
-    report.status = "no OpenCL platform found (install an ICD: intel-opencl-icd for Intel GPUs, pocl-opencl-icd for CPUs)";
+    report.status =
+        "no OpenCL platform found (install an ICD: intel-opencl-icd for Intel GPUs, pocl-opencl-icd for CPUs)";
     return report;
   }
   std::vector<cl_platform_id> platforms(num_platforms);
@@ -56,7 +58,8 @@ BackendReport xpu_backend_report() {
   int index = 0;
   for (cl_platform_id platform : platforms) {
     cl_uint num_devices = 0;
-    if (clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, 0, nullptr, &num_devices) != CL_SUCCESS || num_devices == 0) continue;
+    if (clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, 0, nullptr, &num_devices) != CL_SUCCESS || num_devices == 0)
+      continue;
     std::vector<cl_device_id> devices(num_devices);
     if (clGetDeviceIDs(platform, CL_DEVICE_TYPE_ALL, num_devices, devices.data(), nullptr) != CL_SUCCESS) continue;
     for (cl_device_id dev : devices) {
@@ -78,7 +81,8 @@ BackendReport xpu_backend_report() {
       if (clGetDeviceInfo(dev, CL_DEVICE_SUB_GROUP_SIZES_INTEL, 0, nullptr, &bytes) == CL_SUCCESS && bytes > 0) {
         std::vector<size_t> sizes(bytes / sizeof(size_t));
         if (clGetDeviceInfo(dev, CL_DEVICE_SUB_GROUP_SIZES_INTEL, bytes, sizes.data(), nullptr) == CL_SUCCESS) {
-          for (size_t s : sizes) d.subgroup_sizes.push_back(s);
+          for (size_t s : sizes)
+            d.subgroup_sizes.push_back(s);
         }
       }
 #endif

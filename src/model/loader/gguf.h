@@ -40,9 +40,9 @@ enum class ValueType : uint32_t {
 // stored widened (int64 / uint64 / double) so callers need not care about the on-disk width.
 class Value {
  public:
-  using Storage = std::variant<int64_t, uint64_t, double, bool, std::string, std::vector<int64_t>,
-                               std::vector<uint64_t>, std::vector<double>, std::vector<std::string>,
-                               std::vector<Value>>;
+  using Storage =
+      std::variant<int64_t, uint64_t, double, bool, std::string, std::vector<int64_t>, std::vector<uint64_t>,
+                   std::vector<double>, std::vector<std::string>, std::vector<Value>>;
 
   Value(ValueType type, ValueType array_type, Storage data)
       : type_(type), array_type_(array_type), data_(std::move(data)) {}
@@ -61,7 +61,7 @@ class Value {
   // Arrays.
   [[nodiscard]] size_t array_size() const;
   [[nodiscard]] const std::vector<std::string>* as_string_array() const;
-  [[nodiscard]] std::optional<std::vector<int64_t>> to_int_array() const;  // any integer/bool elements
+  [[nodiscard]] std::optional<std::vector<int64_t>> to_int_array() const;   // any integer/bool elements
   [[nodiscard]] std::optional<std::vector<double>> to_float_array() const;  // float or integer elements
   [[nodiscard]] const std::vector<Value>* as_nested_array() const;
 
@@ -78,15 +78,15 @@ class Value {
 
 struct TensorInfo {
   std::string name;
-  Shape shape;             // outermost first (GGUF stores ne[] innermost first; this is reversed)
+  Shape shape;  // outermost first (GGUF stores ne[] innermost first; this is reversed)
   DType dtype;
-  uint64_t offset = 0;     // absolute offset in the file
+  uint64_t offset = 0;  // absolute offset in the file
   uint64_t nbytes = 0;
 };
 
 // Limits that bound memory and time spent on a hostile file.
 struct Limits {
-  uint64_t max_header_bytes = 100ull << 20;   // metadata + tensor infos
+  uint64_t max_header_bytes = 100ull << 20;  // metadata + tensor infos
   uint64_t max_string_bytes = 16ull << 20;
   uint64_t max_array_elements = 1ull << 24;
   uint64_t max_tensors = 1ull << 20;
