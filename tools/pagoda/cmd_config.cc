@@ -1,5 +1,6 @@
 // `pagoda config PATH [--json]`: the ModelConfig pagoda derives from a Hugging Face folder (or its
-// config.json), printed for inspection and for tests that compare it with transformers.
+// config.json) or a .gguf file, printed for inspection and for tests that compare it with
+// transformers and with the gguf package.
 
 #include <fmt/format.h>
 
@@ -8,6 +9,7 @@
 #include <string>
 
 #include "command.h"
+#include "model/loader/gguf.h"
 #include "model/loader/model_config.h"
 
 namespace pagoda::cli {
@@ -19,6 +21,7 @@ struct ConfigOptions {
 };
 
 model::ModelConfig load_config(const std::string& path) {
+  if (std::filesystem::path(path).extension() == ".gguf") return model::config_from_gguf(gguf::File::open(path));
   return model::load_hf_config(path);
 }
 
@@ -44,7 +47,7 @@ void print_summary(const model::ModelConfig& c) {
 const CommandRegistration kRegisterConfig("config", [](CLI::App& app) {
   auto opts = std::make_shared<ConfigOptions>();
   CLI::App* cmd = app.add_subcommand("config", "Print the model configuration pagoda derives from a model");
-  cmd->add_option("PATH", opts->path, "Hugging Face model folder or its config.json")->required();
+  cmd->add_option("PATH", opts->path, "Hugging Face model folder, its config.json, or a .gguf file")->required();
   cmd->add_flag("--json", opts->json, "Print the whole configuration as JSON");
   return [opts] {
     model::ModelConfig c = load_config(opts->path);

@@ -335,12 +335,10 @@ Family select_family(const Fields& root) {
   if (!model_type && !class_name) {
     fail(ErrorCode::kInvalidFile, "{}: neither 'model_type' nor 'architectures' names the model family", root.source());
   }
-  std::string what = class_name ? fmt::format("'{}'", printable(*class_name, 100)) : "";
-  if (model_type) {
-    what += class_name ? fmt::format(" (model_type '{}')", printable(*model_type, 100))
-                       : fmt::format("'{}'", printable(*model_type, 100));
-  }
-  fail(ErrorCode::kUnsupported, "{}: unsupported architecture {} (supported: {})", root.source(), what,
+  std::string what = class_name ? fmt::format("'{}' (", printable(*class_name, 100))
+                                : fmt::format("'{}' (", printable(*model_type, 100));
+  if (class_name && model_type) what += fmt::format("model_type '{}'; ", printable(*model_type, 100));
+  fail(ErrorCode::kUnsupported, "{}: unsupported architecture {}supported: {})", root.source(), what,
        supported_architecture_list());
 }
 
@@ -899,6 +897,7 @@ ModelConfig load_hf_config(const std::string& path) {
   namespace fs = std::filesystem;
   std::error_code ec;
   fs::path config_path(path);
+  if (!fs::exists(config_path, ec)) fail(ErrorCode::kNotFound, "{}: no such file or folder", path);
   if (fs::is_directory(config_path, ec)) config_path /= "config.json";
   if (!fs::exists(config_path, ec)) fail(ErrorCode::kNotFound, "{}: no such file", config_path.string());
   std::string text = read_text_file(config_path.string(), kMaxConfigBytes);
