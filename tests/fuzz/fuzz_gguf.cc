@@ -14,7 +14,8 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   limits.max_header_bytes = 1 << 20;  // keep each input cheap; the caps themselves are unit-tested
   try {
     auto file = pagoda::gguf::File::parse(pagoda::MappedFile::from_memory("fuzz.gguf", std::move(bytes)), limits);
-    for (const auto& [key, value] : file.metadata()) (void)value.to_display(4);
+    for (const auto& [key, value] : file.metadata())
+      (void)value.to_display(4);
     for (const auto& info : file.tensors()) {
       pagoda::Tensor t = file.tensor(info);
       if (info.nbytes > 0) (void)static_cast<const uint8_t*>(t.raw_data())[info.nbytes - 1];

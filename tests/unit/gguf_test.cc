@@ -1,17 +1,20 @@
+#include "model/loader/gguf.h"
+
 #include <gtest/gtest.h>
 
 #include <string>
 
 #include "core/error.h"
 #include "gguf_writer.h"
-#include "model/loader/gguf.h"
 
 namespace pagoda {
 namespace {
 
 using testing::GgufWriter;
 
-gguf::File parse(const GgufWriter& w) { return gguf::File::parse(MappedFile::from_memory("test.gguf", w.bytes())); }
+gguf::File parse(const GgufWriter& w) {
+  return gguf::File::parse(MappedFile::from_memory("test.gguf", w.bytes()));
+}
 
 std::string parse_error(std::vector<uint8_t> bytes) {
   try {
@@ -45,8 +48,8 @@ TEST(Gguf, EveryMetadataTypeRoundTrips) {
     w.add_array("arr.bool", GgufWriter::array_of<uint8_t>(7, {1, 0, 1}));
     w.add_array("arr.str", GgufWriter::string_array({"a", "", "ccc"}));
     w.add_array("arr.empty", GgufWriter::array_of<int64_t>(11, {}));
-    w.add_array("arr.nested", GgufWriter::nested_array({GgufWriter::array_of<uint16_t>(2, {1, 2}),
-                                                        GgufWriter::string_array({"x"})}));
+    w.add_array("arr.nested",
+                GgufWriter::nested_array({GgufWriter::array_of<uint16_t>(2, {1, 2}), GgufWriter::string_array({"x"})}));
     gguf::File f = parse(w);
     EXPECT_EQ(f.version(), version);
     ASSERT_EQ(f.metadata().size(), 19u);
@@ -86,9 +89,10 @@ TEST(Gguf, TensorsAreLocatedInTheMappingWithoutCopies) {
   GgufWriter w(3, 64);
   w.add_u32("general.alignment", 64);
   std::vector<uint8_t> a(2 * 3 * 4);
-  for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<uint8_t>(i);
+  for (size_t i = 0; i < a.size(); ++i)
+    a[i] = static_cast<uint8_t>(i);
   std::vector<uint8_t> q(2 * 20, 0xAB);  // two Q4_1 blocks: one row of 64
-  w.add_tensor("a", {3, 2}, 0, a);        // f32, ne = {3, 2} -> shape [2, 3]
+  w.add_tensor("a", {3, 2}, 0, a);       // f32, ne = {3, 2} -> shape [2, 3]
   w.add_tensor("q", {64}, 3, q);
   auto mapped = MappedFile::from_memory("t.gguf", w.bytes());
   gguf::File f = gguf::File::parse(mapped);
@@ -170,7 +174,8 @@ TEST(Gguf, RejectsBadMetadata) {
   {
     GgufWriter w;  // arrays nested too deep
     auto inner = GgufWriter::array_of<uint8_t>(0, {1});
-    for (int i = 0; i < 6; ++i) inner = GgufWriter::nested_array({inner});
+    for (int i = 0; i < 6; ++i)
+      inner = GgufWriter::nested_array({inner});
     w.add_array("deep", inner);
     EXPECT_NE(parse_error(w.bytes()).find("nested deeper"), std::string::npos);
   }
@@ -242,7 +247,8 @@ TEST(Gguf, RejectsOverlapAndMisalignment) {
       GgufWriter::put(b, uint32_t{0});
       GgufWriter::put(b, i == 0 ? uint64_t{0} : second_offset);
     }
-    while (b.size() % 32 != 0) b.push_back(0);
+    while (b.size() % 32 != 0)
+      b.push_back(0);
     b.resize(b.size() + 256);
     return b;
   };

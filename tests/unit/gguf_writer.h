@@ -49,14 +49,16 @@ class GgufWriter {
     std::vector<uint8_t> b;
     put(b, elem_type);
     put(b, static_cast<uint64_t>(items.size()));
-    for (const T& x : items) put(b, x);
+    for (const T& x : items)
+      put(b, x);
     return b;
   }
   static std::vector<uint8_t> string_array(const std::vector<std::string>& items) {
     std::vector<uint8_t> b;
     put(b, uint32_t{8});
     put(b, static_cast<uint64_t>(items.size()));
-    for (const auto& s : items) put_string(b, s);
+    for (const auto& s : items)
+      put_string(b, s);
     return b;
   }
   // An array whose elements are arrays already encoded with array_of/string_array.
@@ -64,7 +66,8 @@ class GgufWriter {
     std::vector<uint8_t> b;
     put(b, uint32_t{9});
     put(b, static_cast<uint64_t>(arrays.size()));
-    for (const auto& a : arrays) b.insert(b.end(), a.begin(), a.end());
+    for (const auto& a : arrays)
+      b.insert(b.end(), a.begin(), a.end());
     return b;
   }
   void add_array(const std::string& key, const std::vector<uint8_t>& encoded) { add_raw(key, 9, encoded); }
@@ -73,9 +76,11 @@ class GgufWriter {
   void add_tensor(const std::string& name, std::vector<uint64_t> ne, uint32_t type, const std::vector<uint8_t>& data) {
     put_string(infos_, name);
     put(infos_, static_cast<uint32_t>(ne.size()));
-    for (uint64_t d : ne) put(infos_, d);
+    for (uint64_t d : ne)
+      put(infos_, d);
     put(infos_, type);
-    while (data_.size() % alignment_ != 0) data_.push_back(0);
+    while (data_.size() % alignment_ != 0)
+      data_.push_back(0);
     put(infos_, static_cast<uint64_t>(data_.size()));
     data_.insert(data_.end(), data.begin(), data.end());
     ++n_tensors_;
@@ -89,7 +94,8 @@ class GgufWriter {
     put(out, n_kv_);
     out.insert(out.end(), kv_.begin(), kv_.end());
     out.insert(out.end(), infos_.begin(), infos_.end());
-    while (out.size() % alignment_ != 0) out.push_back(0);
+    while (out.size() % alignment_ != 0)
+      out.push_back(0);
     out.insert(out.end(), data_.begin(), data_.end());
     return out;
   }

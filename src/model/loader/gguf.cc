@@ -121,7 +121,9 @@ uint64_t min_element_bytes(ValueType t) {
   return 1;
 }
 
-bool known_type(uint32_t t) { return t <= static_cast<uint32_t>(ValueType::kFloat64); }
+bool known_type(uint32_t t) {
+  return t <= static_cast<uint32_t>(ValueType::kFloat64);
+}
 
 Value read_value(Reader& r, ValueType type, int depth, const Limits& limits);
 
@@ -129,7 +131,8 @@ template <typename Disk, typename Stored>
 std::vector<Stored> read_numbers(Reader& r, uint64_t n) {
   std::vector<Stored> out;
   out.reserve(n);
-  for (uint64_t i = 0; i < n; ++i) out.push_back(static_cast<Stored>(r.read<Disk>("array element")));
+  for (uint64_t i = 0; i < n; ++i)
+    out.push_back(static_cast<Stored>(r.read<Disk>("array element")));
   return out;
 }
 
@@ -144,7 +147,8 @@ Value read_array(Reader& r, int depth, const Limits& limits) {
   }
   auto min_bytes = checked_mul(n, min_element_bytes(et));
   if (!min_bytes || *min_bytes > r.remaining()) {
-    r.bad(fmt::format("array of {} {} elements cannot fit in the {} bytes left", n, value_type_name(et), r.remaining()));
+    r.bad(
+        fmt::format("array of {} {} elements cannot fit in the {} bytes left", n, value_type_name(et), r.remaining()));
   }
   switch (et) {
     case ValueType::kUint8: return {ValueType::kArray, et, read_numbers<uint8_t, uint64_t>(r, n)};
@@ -170,13 +174,15 @@ Value read_array(Reader& r, int depth, const Limits& limits) {
     case ValueType::kString: {
       std::vector<std::string> out;
       out.reserve(n);
-      for (uint64_t i = 0; i < n; ++i) out.push_back(r.read_string("string array element"));
+      for (uint64_t i = 0; i < n; ++i)
+        out.push_back(r.read_string("string array element"));
       return {ValueType::kArray, et, std::move(out)};
     }
     case ValueType::kArray: {
       std::vector<Value> out;
       out.reserve(n);
-      for (uint64_t i = 0; i < n; ++i) out.push_back(read_array(r, depth + 1, limits));
+      for (uint64_t i = 0; i < n; ++i)
+        out.push_back(read_array(r, depth + 1, limits));
       return {ValueType::kArray, et, std::move(out)};
     }
   }
@@ -247,7 +253,9 @@ std::optional<bool> Value::as_bool() const {
   return std::nullopt;
 }
 
-const std::string* Value::as_string() const { return std::get_if<std::string>(&data_); }
+const std::string* Value::as_string() const {
+  return std::get_if<std::string>(&data_);
+}
 
 size_t Value::array_size() const {
   if (!is_array()) return 0;
@@ -290,7 +298,9 @@ std::optional<std::vector<double>> Value::to_float_array() const {
   return std::nullopt;
 }
 
-const std::vector<Value>* Value::as_nested_array() const { return std::get_if<std::vector<Value>>(&data_); }
+const std::vector<Value>* Value::as_nested_array() const {
+  return std::get_if<std::vector<Value>>(&data_);
+}
 
 std::string Value::to_display(size_t max_items) const {
   auto quote = [](const std::string& s) {
@@ -335,7 +345,9 @@ std::string Value::to_display(size_t max_items) const {
       data_);
 }
 
-File File::open(const std::string& path, const Limits& limits) { return parse(MappedFile::open(path), limits); }
+File File::open(const std::string& path, const Limits& limits) {
+  return parse(MappedFile::open(path), limits);
+}
 
 File File::parse(std::shared_ptr<const MappedFile> mapped, const Limits& limits) {
   File f;
@@ -369,7 +381,8 @@ File File::parse(std::shared_ptr<const MappedFile> mapped, const Limits& limits)
     uint32_t raw_type = r.read<uint32_t>("metadata value type");
     if (!known_type(raw_type)) r.bad(fmt::format("metadata '{}' has unknown value type {}", key, raw_type));
     Value value = read_value(r, static_cast<ValueType>(raw_type), 0, limits);
-    if (!f.metadata_index_.emplace(key, f.metadata_.size()).second) r.bad(fmt::format("duplicate metadata key '{}'", key));
+    if (!f.metadata_index_.emplace(key, f.metadata_.size()).second)
+      r.bad(fmt::format("duplicate metadata key '{}'", key));
     f.metadata_.emplace_back(std::move(key), std::move(value));
   }
 
@@ -426,10 +439,12 @@ File File::parse(std::shared_ptr<const MappedFile> mapped, const Limits& limits)
     if (!nbytes) r.bad(fmt::format("tensor '{}' byte size overflows", info.name));
     info.nbytes = *nbytes;
     if (offset % f.alignment_ != 0) {
-      r.bad(fmt::format("tensor '{}' offset {} is not a multiple of the alignment {}", info.name, offset, f.alignment_));
+      r.bad(
+          fmt::format("tensor '{}' offset {} is not a multiple of the alignment {}", info.name, offset, f.alignment_));
     }
     int64_t dims[kMaxDims];
-    for (uint32_t d = 0; d < n_dims; ++d) dims[d] = ne[n_dims - 1 - d];
+    for (uint32_t d = 0; d < n_dims; ++d)
+      dims[d] = ne[n_dims - 1 - d];
     info.shape = Shape(std::span<const int64_t>(dims, n_dims));
     if (!f.tensor_index_.emplace(info.name, f.tensors_.size()).second) {
       r.bad(fmt::format("duplicate tensor name '{}'", info.name));
@@ -451,13 +466,16 @@ File File::parse(std::shared_ptr<const MappedFile> mapped, const Limits& limits)
     auto start = checked_add(f.data_offset_, relative_offsets[i]);
     auto end = start ? checked_add(*start, t.nbytes) : std::nullopt;
     if (!end || *end > f.file_->size()) {
-      fail(ErrorCode::kInvalidFile, "{}: invalid GGUF file: tensor '{}' ({} bytes at data offset {}) extends past the end of the file ({} bytes)",
-           f.file_->path(), t.name, t.nbytes, relative_offsets[i], f.file_->size());
+      fail(
+          ErrorCode::kInvalidFile,
+          "{}: invalid GGUF file: tensor '{}' ({} bytes at data offset {}) extends past the end of the file ({} bytes)",
+          f.file_->path(), t.name, t.nbytes, relative_offsets[i], f.file_->size());
     }
     t.offset = *start;
     order[i] = i;
   }
-  std::sort(order.begin(), order.end(), [&](size_t a, size_t b) { return f.tensors_[a].offset < f.tensors_[b].offset; });
+  std::sort(order.begin(), order.end(),
+            [&](size_t a, size_t b) { return f.tensors_[a].offset < f.tensors_[b].offset; });
   for (size_t k = 1; k < order.size(); ++k) {
     const TensorInfo& prev = f.tensors_[order[k - 1]];
     const TensorInfo& cur = f.tensors_[order[k]];

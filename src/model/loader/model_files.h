@@ -1,0 +1,73 @@
+#pragma once
+
+// One entry point for a model on disk, whatever its format: a GGUF file or an HF folder
+// (config.json + safetensors weights + tokenizer files). It maps the weights, reads the config into
+// a ModelConfig, and answers the questions `pagoda info` and the model loader ask.
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/loader/gguf.h"
+#include "model/loader/model_config.h"
+#include "model/loader/safetensors.h"
+
+namespace pagoda {
+
+enum class ModelFormat : uint8_t { kGguf, kHfFolder };
+
+struct TensorEntry {
+  std::string name;
+  Shape shape;
+  DType dtype;
+  uint64_t nbytes = 0;
+};
+
+struct DTypeUsage {
+  int64_t tensors = 0;
+  int64_t elements = 0;
+  uint64_t bytes = 0;
+};
+
+class ModelFiles {
+ public:
+  // `path`: a .gguf file, or a folder holding config.json and safetensors weights.
+  [[nodiscard]] static ModelFiles open(const std::string& path);
+
+  [[nodiscard]] ModelFormat format() const { return format_; }
+  [[nodiscard]] const std::string& path() const { return path_; }
+  [[nodiscard]] const model::ModelConfig& config() const { return config_; }
+
+  [[nodiscard]] const std::vector<TensorEntry>& tensors() const { return tensors_; }
+  [[nodiscard]] Tensor tensor(std::string_view name) const;  // zero-copy; Error(kNotFound) if absent
+  [[nodiscard]] int64_t parameter_count() const;
+  [[nodiscard]] std::map<DType, DTypeUsage> dtype_mix() const;
+  [[nodiscard]] uint64_t weight_bytes() const;  // sum of the weight files' sizes
+
+  // "gpt2 (byte-level BPE)", "llama (SentencePiece BPE)", "BPE (tokenizer.json)", or "none".
+  [[nodiscard]] const std::string& tokenizer_kind() const { return tokenizer_kind_; }
+  [[nodiscard]] const std::optional<std::string>& chat_template() const { return chat_template_; }
+
+  [[nodiscard]] const gguf::File* gguf_file() const { return gguf_.get(); }
+  [[nodiscard]] const safetensors::Checkpoint* checkpoint() const { return checkpoint_.get(); }
+
+ private:
+  ModelFiles() = default;
+  void open_gguf();
+  void open_folder();
+
+  ModelFormat format_ = ModelFormat::kGguf;
+  std::string path_;
+  model::ModelConfig config_;
+  std::vector<TensorEntry> tensors_;
+  std::string tokenizer_kind_ = "none";
+  std::optional<std::string> chat_template_;
+  std::shared_ptr<const gguf::File> gguf_;
+  std::shared_ptr<const safetensors::Checkpoint> checkpoint_;
+};
+
+}  // namespace pagoda
