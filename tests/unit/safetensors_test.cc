@@ -290,6 +290,8 @@ TEST(SafetensorsMalformedTest, Shapes) {
   expect_rejected(one_tensor(R"({"dtype":"U8","shape":"3","data_offsets":[0,3]})", 3), "shape is a string");
   expect_rejected(one_tensor(R"({"dtype":"U8","shape":[-3],"data_offsets":[0,3]})", 3),
                   "shape has a negative dimension -3");
+  expect_rejected(one_tensor(R"({"dtype":"U8","shape":[-0],"data_offsets":[0,0]})", 0),
+                  "shape has a negative dimension -0");
   expect_rejected(one_tensor(R"({"dtype":"U8","shape":[3.0],"data_offsets":[0,3]})", 3),
                   "shape holds 3.0, which is not a non-negative integer");
   expect_rejected(one_tensor(R"({"dtype":"U8","shape":[1e2],"data_offsets":[0,100]})", 100), "shape holds 1e2");

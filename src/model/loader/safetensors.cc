@@ -80,10 +80,12 @@ class HeaderParser final : public nlohmann::json_sax<Json> {
 
   bool null() override { return unexpected("null"); }
   bool boolean(bool /*val*/) override { return unexpected("a boolean"); }
+  // Only numbers written with a minus sign arrive here, "-0" included, which the reference
+  // implementation rejects as well.
   bool number_integer(number_integer_t val) override {
-    if (val >= 0) return number_unsigned(static_cast<number_unsigned_t>(val));
-    if (state_ == State::kShape) return fail_tensor(fmt::format("shape has a negative dimension {}", val));
-    if (state_ == State::kOffsets) return fail_tensor(fmt::format("data_offsets has a negative value {}", val));
+    std::string text = val == 0 ? "-0" : std::to_string(val);
+    if (state_ == State::kShape) return fail_tensor(fmt::format("shape has a negative dimension {}", text));
+    if (state_ == State::kOffsets) return fail_tensor(fmt::format("data_offsets has a negative value {}", text));
     return unexpected("a number");
   }
   bool number_unsigned(number_unsigned_t val) override {
