@@ -14,12 +14,13 @@ from pathlib import Path
 
 import pytest
 
-transformers = pytest.importorskip(
-    "transformers", reason="transformers is not installed (pip install transformers; torch is not needed)")
 np = pytest.importorskip("numpy")
-
-from transformers import AutoConfig, GenerationConfig  # noqa: E402
-import transformers.modeling_rope_utils as rope_utils  # noqa: E402
+try:
+    from transformers import AutoConfig, GenerationConfig
+    import transformers.modeling_rope_utils as rope_utils
+except ImportError as e:  # not installed, or a broken optional dependency (torch) it tried to load
+    pytest.skip(f"transformers cannot be imported ({e}); pip install -r tests/requirements.txt",
+                allow_module_level=True)
 
 FIXTURES = Path(__file__).resolve().parent.parent / "data" / "hf_configs"
 

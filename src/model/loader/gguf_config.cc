@@ -356,8 +356,8 @@ ModelConfig config_from_gguf(const gguf::File& file) {
     // is hidden_size / num_heads, by their layer count.
     const bool is_27b =
         (c.arch == Arch::kGemma2 && c.num_layers == 46) || (c.arch == Arch::kGemma3 && c.num_layers == 62);
-    c.query_pre_attn_scalar =
-        is_27b ? static_cast<double>(c.hidden_size / c.num_heads) : static_cast<double>(c.head_dim);
+    const int64_t per_head = c.hidden_size / c.num_heads;  // integer division, as llama.cpp does
+    c.query_pre_attn_scalar = static_cast<double>(is_27b ? per_head : c.head_dim);
   }
   if (std::optional<double> scale = m.opt_float(m.key("attention.scale"))) {
     c.attention_scale = *scale;

@@ -267,14 +267,14 @@ struct ArchDefaults {
 ArchDefaults arch_defaults(Arch arch) {
   switch (arch) {
     case Arch::kLlama: return {0, 0, 2048, 1e-6, false, 1, 2, std::nullopt, 10000.0};
-    case Arch::kMistral: return {8, 0, 4096 * 32, 1e-6, false, 1, 2, std::nullopt, 10000.0};
+    case Arch::kMistral: return {8, 0, 131072, 1e-6, false, 1, 2, std::nullopt, 10000.0};
     case Arch::kQwen2: return {32, 0, 32768, 1e-6, false, std::nullopt, std::nullopt, std::nullopt, 10000.0};
     case Arch::kQwen3: return {32, 128, 32768, 1e-6, false, std::nullopt, std::nullopt, std::nullopt, 10000.0};
     case Arch::kGemma: return {16, 256, 8192, 1e-6, true, 2, 1, 0, 10000.0};
     case Arch::kGemma2: return {4, 256, 8192, 1e-6, true, 2, 1, 0, 10000.0};
     case Arch::kGemma3: return {4, 256, 131072, 1e-6, true, 2, 1, 0, 1000000.0};
     case Arch::kPhi3: return {0, 0, 4096, 1e-5, false, 1, 32000, 32000, 10000.0};
-    case Arch::kMixtral: return {8, 0, 4096 * 32, 1e-5, false, 1, 2, std::nullopt, 1000000.0};
+    case Arch::kMixtral: return {8, 0, 131072, 1e-5, false, 1, 2, std::nullopt, 1000000.0};
     case Arch::kQwen3Moe: return {4, 0, 32768, 1e-6, false, std::nullopt, std::nullopt, std::nullopt, 10000.0};
     case Arch::kGptNeoX: return {0, 0, 2048, 1e-5, false, 0, 2, std::nullopt, 10000.0};
   }
