@@ -11,7 +11,7 @@ namespace pagoda::jinja {
 
 struct ParseLimits {
   size_t max_tokens = 1'000'000;
-  int max_depth = 128;  // nesting of expressions and of statements
+  int max_depth = 256;  // nesting of expressions and of statements
 };
 
 // Throws pagoda::Error (kInvalidArgument) naming the line for anything jinja2 would reject at
