@@ -86,6 +86,9 @@ AddedVocabulary::AddedVocabulary(std::vector<AddedToken> tokens, const Normalize
                    [&](size_t a, size_t b) { return tokens_[a].special && !tokens_[b].special; });
   std::string norm;
   std::string scratch;
+  id_strings_.resize(tokens_.size());
+  for (size_t i = 0; i < tokens_.size(); ++i)
+    id_strings_[i] = tokens_[i].content;
   for (size_t i : order) {
     const AddedToken& t = tokens_[i];
     if (t.content.empty()) continue;
@@ -94,6 +97,7 @@ AddedVocabulary::AddedVocabulary(std::vector<AddedToken> tokens, const Normalize
       norm = t.content;
       if (normalizer != nullptr) normalizer->normalize(norm, scratch);
       normalized_.insert(norm, static_cast<int32_t>(i));
+      id_strings_[i] = norm;
     } else {
       raw_.insert(t.content, static_cast<int32_t>(i));
     }
@@ -108,6 +112,11 @@ AddedVocabulary::AddedVocabulary(std::vector<AddedToken> tokens, const Normalize
 const AddedToken* AddedVocabulary::find_id(uint32_t id) const {
   auto it = by_id_.find(id);
   return it == by_id_.end() ? nullptr : &tokens_[it->second];
+}
+
+const std::string* AddedVocabulary::id_string(uint32_t id) const {
+  auto it = by_id_.find(id);
+  return it == by_id_.end() ? nullptr : &id_strings_[it->second];
 }
 
 const AddedToken* AddedVocabulary::find_content(std::string_view content) const {

@@ -52,6 +52,8 @@ class AddedVocabulary {
 
   [[nodiscard]] const std::vector<AddedToken>& tokens() const { return tokens_; }
   [[nodiscard]] const AddedToken* find_id(uint32_t id) const;
+  // The string HF reports for an added token's id: its content, normalized when the token is.
+  [[nodiscard]] const std::string* id_string(uint32_t id) const;
   [[nodiscard]] const AddedToken* find_content(std::string_view content) const;
   [[nodiscard]] bool is_special_content(std::string_view content) const;
   [[nodiscard]] bool empty() const { return tokens_.empty(); }
@@ -71,6 +73,7 @@ class AddedVocabulary {
   };
 
   std::vector<AddedToken> tokens_;
+  std::vector<std::string> id_strings_;  // parallel to tokens_
   std::unordered_map<uint32_t, size_t> by_id_;
   std::unordered_map<std::string, size_t, ContentHash, std::equal_to<>> by_content_;
   std::unordered_set<std::string, ContentHash, std::equal_to<>> special_contents_;

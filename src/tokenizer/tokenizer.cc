@@ -101,7 +101,7 @@ void Tokenizer::encode_text(std::string_view text, std::vector<uint32_t>& out) c
 }
 
 const std::string* Tokenizer::id_to_token(uint32_t id) const {
-  if (const AddedToken* t = added_.find_id(id)) return &t->content;
+  if (const std::string* t = added_.id_string(id)) return t;
   return spec_.model->id_to_token(id);
 }
 
