@@ -128,6 +128,10 @@ void ReplaceDecoder::decode_chain(std::vector<std::string>& tokens) const {
   }
 }
 
+bool ReplaceDecoder::single_char_literal() const {
+  return regex_ == nullptr && count_code_points(literal_) == 1;
+}
+
 void BpeSuffixDecoder::decode_chain(std::vector<std::string>& tokens) const {
   for (size_t i = 0; i < tokens.size(); ++i) {
     const std::string replacement = i + 1 == tokens.size() ? "" : " ";

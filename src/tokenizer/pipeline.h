@@ -248,6 +248,7 @@ class StripDecoder final : public Decoder {
  public:
   StripDecoder(char32_t content, size_t start, size_t stop) : content_(content), start_(start), stop_(stop) {}
   void decode_chain(std::vector<std::string>& tokens) const override;
+  [[nodiscard]] size_t stop() const { return stop_; }
 
  private:
   char32_t content_;
@@ -260,6 +261,8 @@ class ReplaceDecoder final : public Decoder {
   ReplaceDecoder(std::string literal, std::unique_ptr<Regex> regex, std::string content)
       : literal_(std::move(literal)), regex_(std::move(regex)), content_(std::move(content)) {}
   void decode_chain(std::vector<std::string>& tokens) const override;
+  // Whether the pattern can only ever match within one character.
+  [[nodiscard]] bool single_char_literal() const;
 
  private:
   std::string literal_;

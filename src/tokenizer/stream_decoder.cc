@@ -23,7 +23,7 @@ std::string StreamDecoder::finish() {
 
 std::string StreamDecoder::release(bool final) {
   if (window_.size() == read_) return {};
-  if (!final && last_is_byte_) return {};
+  if (!final && (last_is_byte_ || !tok_->decoder_streamable())) return {};
   std::string text = tok_->decode_tokens(window_);
   if (!final && text.size() >= kReplacementUtf8.size() &&
       std::string_view(text).substr(text.size() - kReplacementUtf8.size()) == kReplacementUtf8) {

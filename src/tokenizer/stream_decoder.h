@@ -9,7 +9,9 @@
 // decode (Metaspace dropping the prepended "▁", Strip removing one leading space) then cancel
 // out. Text is held back while it ends in U+FFFD (a multi-byte character still arriving) and,
 // for byte-fallback decoders, while the last token is a "<0xXX>" byte token (HF decodes a whole
-// run of byte tokens at once, and a later byte can turn earlier characters into U+FFFD).
+// run of byte tokens at once, and a later byte can turn earlier characters into U+FFFD). A decoder
+// chain whose output depends on later tokens (a trailing Strip, a regex Replace over the joined
+// text, BPEDecoder's word suffix) releases everything at finish().
 
 #include <cstdint>
 #include <string>

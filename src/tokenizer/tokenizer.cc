@@ -18,6 +18,29 @@ bool contains_byte_fallback(const Decoder* d) {
   return false;
 }
 
+// Whether decoding a window of recent tokens and taking the difference gives exactly the text
+// the full decode adds (see StreamDecoder). Steps that see the text after it was joined into one
+// string (after ByteLevel or Fuse) must act on single characters or only at its start; a
+// trailing Strip, or the word suffix of BPEDecoder, depend on what comes later.
+bool streamable(const Decoder* d, bool& joined) {
+  if (d == nullptr) return true;
+  if (const auto* seq = dynamic_cast<const SequenceDecoder*>(d)) {
+    for (const auto& item : seq->items()) {
+      if (!streamable(item.get(), joined)) return false;
+    }
+    return true;
+  }
+  if (dynamic_cast<const ByteLevelDecoder*>(d) != nullptr || dynamic_cast<const FuseDecoder*>(d) != nullptr) {
+    joined = true;
+    return true;
+  }
+  if (const auto* strip = dynamic_cast<const StripDecoder*>(d)) return strip->stop() == 0;
+  if (const auto* rep = dynamic_cast<const ReplaceDecoder*>(d)) return !joined || rep->single_char_literal();
+  if (dynamic_cast<const ByteFallbackDecoder*>(d) != nullptr) return !joined;
+  if (dynamic_cast<const MetaspaceDecoder*>(d) != nullptr) return true;
+  return false;
+}
+
 struct EncodeScratch {
   std::string clean;
   std::string normalized;
@@ -50,6 +73,8 @@ Tokenizer::Tokenizer(TokenizerSpec spec) : spec_(std::move(spec)) {
   eos_id_ = lookup(spec_.eos_token);
   pad_id_ = lookup(spec_.pad_token);
   decodes_byte_fallback_ = contains_byte_fallback(spec_.decoder.get());
+  bool joined = false;
+  decoder_streamable_ = streamable(spec_.decoder.get(), joined);
 }
 
 Tokenizer::~Tokenizer() = default;

@@ -96,6 +96,9 @@ class Tokenizer {
   // earlier run decodes).
   [[nodiscard]] bool decodes_byte_fallback() const { return decodes_byte_fallback_; }
   [[nodiscard]] bool is_byte_token(uint32_t id) const;
+  // Whether the decoder chain allows incremental release (StreamDecoder holds everything until
+  // finish() otherwise; the common chains all do).
+  [[nodiscard]] bool decoder_streamable() const { return decoder_streamable_; }
 
  private:
   void encode_text(std::string_view text, std::vector<uint32_t>& out) const;
@@ -107,6 +110,7 @@ class Tokenizer {
   std::optional<uint32_t> eos_id_;
   std::optional<uint32_t> pad_id_;
   bool decodes_byte_fallback_ = false;
+  bool decoder_streamable_ = true;
 };
 
 // transformers' clean_up_tokenization.
