@@ -315,33 +315,49 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& file, const GgufOptions& option
   }
   spec.model = std::make_unique<BpeModel>(vocab, std::move(merges), opt);
 
-  // Added tokens: control tokens special, user-defined ones plain, then the named special tokens.
+  // Added tokens, in the order transformers adds them: the special tokens the tokenizer class
+  // has by default (GPT2Tokenizer: <|endoftext|>; LlamaTokenizer: <s> </s> <unk>; GemmaTokenizer:
+  // <bos> <eos> <unk> <pad> <mask>), which get a new id when the vocabulary lacks them; then
+  // control tokens as special and user-defined ones as plain added tokens; then the tokens the
+  // file names as BOS/EOS/UNK/PAD.
   std::unordered_map<std::string, bool> added_contents;
-  auto add = [&](const std::string& content, bool special) {
+  uint32_t next_new_id = static_cast<uint32_t>(vocab.size());
+  auto add = [&](const std::string& content, bool special, bool create) {
     if (content.empty() || added_contents.count(content) != 0) return;
     const auto it = vocab.find(content);
-    if (it == vocab.end()) return;
+    if (it == vocab.end() && !create) return;
     added_contents[content] = special;
     AddedToken t;
     t.content = content;
-    t.id = it->second;
+    t.id = it != vocab.end() ? it->second : next_new_id++;
     t.special = special;
     t.normalized = false;
+    next_new_id = std::max(next_new_id, t.id + 1);
     spec.added_tokens.push_back(std::move(t));
   };
+  std::vector<std::string> class_defaults;
+  if (byte_level) {
+    class_defaults = {"<|endoftext|>"};
+  } else if (gemma || *model == "gemma4") {
+    class_defaults = {"<bos>", "<eos>", "<unk>", "<pad>", "<mask>"};
+  } else {
+    class_defaults = {"<s>", "</s>", "<unk>"};
+  }
+  for (const std::string& t : class_defaults)
+    add(t, true, true);
   if (!types.empty()) {
     for (size_t i = 0; i < n; ++i) {
       if (types[i] != kControl) continue;
       std::string tmp;
       if (byte_level && !bl.decode((*tokens_p)[i], tmp)) continue;  // mislabelled: not a real token
-      add((*tokens_p)[i], true);
+      add((*tokens_p)[i], true, false);
     }
     for (size_t i = 0; i < n; ++i) {
-      if (types[i] == kUserDefined) add((*tokens_p)[i], false);
+      if (types[i] == kUserDefined) add((*tokens_p)[i], false, false);
     }
   }
   for (const auto& id : {bos, eos, unk, pad}) {
-    if (id) add((*tokens_p)[*id], true);
+    if (id) add((*tokens_p)[*id], true, false);
   }
   auto name_of = [&](const std::optional<uint32_t>& id) -> std::optional<std::string> {
     if (!id) return std::nullopt;

@@ -205,3 +205,80 @@ def build_sentencepiece(texts, variant: str):
                                                        special_tokens=[("<s>", bos)])
     tok.add_tokens(_extra_added_tokens())
     return tok
+
+
+# ------------------------------------------------------------------------------------------------
+# Small GGUF files holding a tokenizer (no tensors), written with the gguf package from a
+# tokenizer trained above, so transformers' GGUF conversion can be compared on more than the two
+# real models: score-ordered SentencePiece merges, the "qwen2" / "llama-bpe" split names, and
+# tokens stored as plain UTF-8 instead of the byte alphabet.
+
+def _bytes_to_unicode():
+    bs = list(range(ord("!"), ord("~") + 1)) + list(range(0xA1, 0xAD)) + list(range(0xAE, 0x100))
+    cs = bs[:]
+    n = 0
+    for b in range(256):
+        if b not in bs:
+            bs.append(b)
+            cs.append(256 + n)
+            n += 1
+    return dict(zip(bs, map(chr, cs)))
+
+
+def write_gguf_tokenizer(tok, path: Path, *, model: str, arch: str, pre=None, bos=None, eos=None, unk=None,
+                         add_bos=None, plain_utf8_tokens=False):
+    import gguf
+
+    j = json.loads(tok.to_str())
+    by_id = {i: t for t, i in j["model"]["vocab"].items()}
+    types = {}
+    for a in j["added_tokens"]:
+        by_id[a["id"]] = a["content"]
+        types[a["id"]] = 3 if a["special"] else 4
+    n = max(by_id) + 1
+    assert sorted(by_id) == list(range(n)), "ids must be contiguous"
+    tokens = [by_id[i] for i in range(n)]
+    if plain_utf8_tokens:
+        # Write tokens whose text is far from the byte alphabet (e.g. CJK) as plain UTF-8, as some
+        # converters do; readers must respell them.
+        decode = {c: b for b, c in _bytes_to_unicode().items()}
+        for i, t in enumerate(tokens):
+            if i in types or not all(c in decode for c in t):
+                continue
+            try:
+                text = bytes(decode[c] for c in t).decode("utf-8")
+            except UnicodeDecodeError:
+                continue
+            if text and all(ord(c) >= 0x250 for c in text):
+                tokens[i] = text
+    w = gguf.GGUFWriter(str(path), arch)
+    w.add_tokenizer_model(model)
+    if pre is not None:
+        w.add_tokenizer_pre(pre)
+    w.add_token_list(tokens)
+    ttypes = []
+    for i, t in enumerate(tokens):
+        if i in types:
+            ttypes.append(types[i])
+        elif model == "llama" and len(t) == 6 and t.startswith("<0x") and t.endswith(">"):
+            ttypes.append(6)
+        elif t == unk:
+            ttypes.append(2)
+        else:
+            ttypes.append(1)
+    w.add_token_types(ttypes)
+    if model == "gpt2":
+        merges = [m if isinstance(m, str) else " ".join(m) for m in j["model"]["merges"]]
+        w.add_token_merges(merges)
+    else:
+        # SentencePiece scores: later pieces score lower; control and byte pieces 0.
+        w.add_token_scores([0.0 if ttypes[i] in (3, 6) else -float(i) for i in range(n)])
+    for name, setter in ((bos, w.add_bos_token_id), (eos, w.add_eos_token_id), (unk, w.add_unk_token_id)):
+        if name is not None:
+            setter(tokens.index(name))
+    if add_bos is not None:
+        w.add_add_bos_token(add_bos)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()

@@ -27,6 +27,9 @@ TOKENIZERS = [
     "gpt2-digits",
     "spm-llama",
     "spm-nfkc-lower",
+    "tiny-llama-gguf",
+    "tiny-qwen2-gguf",
+    "tiny-llama3-gguf",
 ]
 
 
@@ -68,6 +71,18 @@ def tokenizers_under_test(gguf_refs, default_model, gemma_model, cache_dir):
         path = cache_dir / f"{name}.json"
         tok.save(str(path))
         out[name] = (str(path), ref.TokenizersReference(Tokenizer.from_file(str(path))))
+    # GGUF files written from the trained tokenizers, converted back by transformers.
+    tiny = {
+        "tiny-llama-gguf": (built["spm-llama"], dict(model="llama", arch="llama", bos="<s>", eos="</s>", unk="<unk>")),
+        "tiny-qwen2-gguf": (built["qwen2-bpe"], dict(model="gpt2", arch="qwen2", pre="qwen2", eos="<|im_end|>",
+                                                     plain_utf8_tokens=True)),
+        "tiny-llama3-gguf": (built["llama3-bpe"], dict(model="gpt2", arch="llama", pre="llama-bpe",
+                                                       bos="<|begin_of_text|>", eos="<|eot_id|>", add_bos=True)),
+    }
+    for name, (tok, kwargs) in tiny.items():
+        path = cache_dir / f"{name}.gguf"
+        ref.write_gguf_tokenizer(tok, path, **kwargs)
+        out[name] = (str(path), ref.HFReference(ref.load_gguf_tokenizer(path)))
     out["smollm2-gguf"] = (str(default_model), ref.HFReference(gguf_refs["smollm2"][0]))
     out["gemma3-gguf"] = (str(gemma_model), ref.HFReference(gguf_refs["gemma3"][0]))
     for key in ("smollm2", "gemma3"):
@@ -170,8 +185,10 @@ def test_decode_and_stream_match_reference(name, tokenizers_under_test, pagoda_b
 def test_round_trip_where_reference_is_lossless(name, tokenizers_under_test, pagoda_bin, cache_dir):
     model, reference = tokenizers_under_test[name]
     items = [t for t in TEXTS if reference.decode(reference.encode(t, add_special_tokens=False)) == t]
-    # Lowercasing loses case, so that tokenizer round-trips only a few strings.
-    assert len(items) > (10 if name == "spm-nfkc-lower" else len(TEXTS) // 3), "too few lossless strings"
+    # Lowercasing loses case and ByteLevel's add_prefix_space adds a space: those two tokenizers
+    # round-trip only a few strings.
+    lossy = name in ("spm-nfkc-lower", "gpt2-digits")
+    assert len(items) > (10 if lossy else len(TEXTS) // 3), "too few lossless strings"
     ids = pagoda_encode(pagoda_bin, model, items, cache_dir, add_special=False)
     texts = pagoda_decode(pagoda_bin, model, ids, cache_dir)
     mismatch = _first_mismatch(texts, items, items)
