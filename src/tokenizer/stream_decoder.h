@@ -1,0 +1,45 @@
+#pragma once
+
+// Incremental detokenization for streaming: ids go in one at a time and text comes out as soon
+// as it is final, never a broken UTF-8 sequence, so that the concatenated pieces equal
+// Tokenizer::decode of all ids (without clean_up_tokenization).
+//
+// It decodes a short window of recent tokens twice, with and without the newest ones, and
+// releases the difference (the method vLLM uses): rules that only touch the first token of a
+// decode (Metaspace dropping the prepended "▁", Strip removing one leading space) then cancel
+// out. Text is held back while it ends in U+FFFD (a multi-byte character still arriving) and,
+// for byte-fallback decoders, while the last token is a "<0xXX>" byte token (HF decodes a whole
+// run of byte tokens at once, and a later byte can turn earlier characters into U+FFFD). A decoder
+// chain whose output depends on later tokens (a trailing Strip, a regex Replace over the joined
+// text, BPEDecoder's word suffix) releases everything at finish().
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "tokenizer/tokenizer.h"
+
+namespace pagoda::tokenizer {
+
+class StreamDecoder {
+ public:
+  StreamDecoder(const Tokenizer& tokenizer, bool skip_special_tokens)
+      : tok_(&tokenizer), skip_special_(skip_special_tokens) {}
+
+  // Adds one id; returns the text that became final (often empty).
+  [[nodiscard]] std::string push(uint32_t id);
+  // End of the stream: returns whatever was held back.
+  [[nodiscard]] std::string finish();
+
+ private:
+  [[nodiscard]] std::string release(bool final);
+
+  const Tokenizer* tok_;
+  bool skip_special_;
+  std::vector<std::string> window_;  // token strings since the window start
+  size_t read_ = 0;                  // window_[0:read_] decodes to prefix_text_
+  std::string prefix_text_;
+  bool last_is_byte_ = false;
+};
+
+}  // namespace pagoda::tokenizer
