@@ -1,0 +1,15 @@
+#pragma once
+
+#include "backend/backend_ops.h"
+
+namespace pagoda::ops {
+
+// out (..., n) f32 = x (..., k) f32 @ weight^T + bias; weight (n, k) f32, f16, bf16 or a GGUF block
+// type (dequantized a few rows at a time, never whole); bias (n) f32 or null. out must not
+// share memory with x.
+void matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias = nullptr);
+
+// matmul whose weight must be a block-quantized type: for call sites that mean to use one.
+void quant_matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias = nullptr);
+
+}  // namespace pagoda::ops
