@@ -6,8 +6,11 @@
 
 namespace pagoda {
 
+// Devices are listed, but this build has no cuda kernels yet: ops on cuda devices are refused.
+constexpr const char* kListingOnly = "devices listed; the cuda compute backend is not implemented in this build yet";
+
 BackendReport cuda_backend_report() {
-  BackendReport report{.name = "cuda", .compiled = true, .status = "ok", .devices = {}};
+  BackendReport report{.name = "cuda", .compiled = true, .status = kListingOnly, .devices = {}};
   int count = 0;
   cudaError_t rc = cudaGetDeviceCount(&count);
   if (rc != cudaSuccess) {
