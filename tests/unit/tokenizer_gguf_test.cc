@@ -16,16 +16,17 @@ namespace {
 
 using pagoda::testing::GgufWriter;
 
-Tokenizer load(const GgufWriter& w) {
+Tokenizer load(const GgufWriter& w, const GgufOptions& options = {}) {
   auto file = gguf::File::parse(MappedFile::from_memory("tok.gguf", w.bytes()));
-  return Tokenizer::from_gguf(file);
+  return Tokenizer::from_gguf(file, options);
 }
 
-GgufWriter byte_level_file(const std::vector<std::string>& tokens, const std::vector<std::string>& merges) {
+GgufWriter byte_level_file(const std::vector<std::string>& tokens, const std::vector<std::string>& merges,
+                           const std::string& pre = "qwen2") {
   GgufWriter w;
   w.add_string("general.architecture", "qwen2");
   w.add_string("tokenizer.ggml.model", "gpt2");
-  w.add_string("tokenizer.ggml.pre", "qwen2");
+  w.add_string("tokenizer.ggml.pre", pre);
   w.add_array("tokenizer.ggml.tokens", GgufWriter::string_array(tokens));
   std::vector<int32_t> types(tokens.size(), 1);
   types[0] = 3;  // control
@@ -46,6 +47,14 @@ TEST(TokenizerGguf, ByteLevelWithQwen2SplitAndPlainUtf8Tokens) {
   // GPT2Tokenizer's default special token is added with a new id when missing.
   EXPECT_EQ(tok.token_to_id("<|endoftext|>"), 12u);
   EXPECT_EQ(tok.vocab_size(), 13u);
+}
+
+TEST(TokenizerGguf, SmollmSplitFollowsTransformersUnlessLlamaCppIsAsked) {
+  const GgufWriter w = byte_level_file({"<|im_end|>", "a", "Ġ", "ĠĠ", "1", "2"}, {"Ġ Ġ"}, "smollm");
+  // transformers does not know "smollm" and uses GPT-2's split: "a", " ", " 12".
+  EXPECT_EQ(load(w).encode("a  12"), (std::vector<uint32_t>{1, 2, 2, 4, 5}));
+  // llama.cpp isolates digits first, so the two spaces stay together: "a", "  ", "1", "2".
+  EXPECT_EQ(load(w, GgufOptions{.llama_cpp = true}).encode("a  12"), (std::vector<uint32_t>{1, 3, 4, 5}));
 }
 
 GgufWriter sentencepiece_file(const std::vector<std::string>& tokens, const std::vector<float>& scores) {
