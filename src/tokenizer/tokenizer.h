@@ -65,6 +65,10 @@ class Tokenizer {
                                            const std::string& name);
   [[nodiscard]] static Tokenizer from_gguf(const gguf::File& file, const GgufOptions& options = {});
 
+  // Longest text encode() accepts: pieces are addressed with 32-bit offsets, and pre-tokenizers
+  // may triple a text's size (Metaspace writes "▁" for every space).
+  static constexpr size_t kMaxEncodeBytes = 512u << 20;
+
   // Encodes `text`; bytes that are not valid UTF-8 are first replaced by U+FFFD the way Python's
   // bytes.decode("utf-8", errors="replace") does. add_special_tokens applies the post-processor
   // template (BOS/EOS), as HF's argument of the same name.
