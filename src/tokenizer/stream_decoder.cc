@@ -9,36 +9,54 @@ std::string StreamDecoder::push(uint32_t id) {
   if (tok == nullptr) return {};  // decode drops unknown ids too
   if (skip_special_ && tok_->is_special(id)) return {};
   window_.push_back(*tok);
-  last_is_byte_ = tok_->decodes_byte_fallback() && tok_->is_byte_token(id);
+  is_byte_.push_back(tok_->decodes_byte_fallback() && tok_->is_byte_token(id));
   return release(false);
 }
 
 std::string StreamDecoder::finish() {
   std::string out = release(true);
   window_.clear();
+  is_byte_.clear();
   read_ = 0;
   prefix_text_.clear();
+  released_ = 0;
   return out;
 }
 
 std::string StreamDecoder::release(bool final) {
   if (window_.size() == read_) return {};
-  if (!final && (last_is_byte_ || !tok_->decoder_streamable())) return {};
-  std::string text = tok_->decode_tokens(window_);
-  if (!final && text.size() >= kReplacementUtf8.size() &&
-      std::string_view(text).substr(text.size() - kReplacementUtf8.size()) == kReplacementUtf8) {
-    return {};
+  if (!final && !tok_->decoder_streamable()) return {};
+  // A trailing run of byte-fallback tokens may still change: decode up to where it starts.
+  size_t end = window_.size();
+  if (!final) {
+    while (end > read_ && is_byte_[end - 1])
+      --end;
+    if (end == read_) return {};
   }
-  if (text.size() < prefix_text_.size() || text.compare(0, prefix_text_.size(), prefix_text_) != 0) {
-    // The window's earlier text changed; wait for more tokens (finish releases what is left).
-    if (!final) return {};
-    return text.size() > prefix_text_.size() ? text.substr(prefix_text_.size()) : std::string();
+  std::vector<std::string> part(window_.begin(), window_.begin() + static_cast<std::ptrdiff_t>(end));
+  const std::string text = tok_->decode_tokens(std::move(part));
+  const size_t done = prefix_text_.size() + released_;
+  if (text.size() < done || text.compare(0, prefix_text_.size(), prefix_text_) != 0) {
+    // Earlier text changed (a decoder that is not local after all): wait; finish() releases it.
+    if (!final || text.size() <= done) return {};
+    return text.substr(done);
   }
-  std::string piece = text.substr(prefix_text_.size());
-  // Slide the window: what was unread becomes the new prefix.
+  // The last character may be an incomplete UTF-8 sequence shown as U+FFFD: keep it back.
+  const bool hold_tail = !final && text.size() - done >= kReplacementUtf8.size() &&
+                         std::string_view(text).substr(text.size() - kReplacementUtf8.size()) == kReplacementUtf8;
+  const size_t avail = hold_tail ? text.size() - kReplacementUtf8.size() : text.size();
+  std::string piece = avail > done ? text.substr(done, avail - done) : std::string();
+  if (hold_tail) {
+    released_ += piece.size();
+    return piece;
+  }
+  // Everything up to `end` is out: slide the window so [old boundary, end) becomes the prefix.
   window_.erase(window_.begin(), window_.begin() + static_cast<std::ptrdiff_t>(read_));
-  read_ = window_.size();
-  prefix_text_ = tok_->decode_tokens(window_);
+  is_byte_.erase(is_byte_.begin(), is_byte_.begin() + static_cast<std::ptrdiff_t>(read_));
+  read_ = end - read_;
+  std::vector<std::string> prefix(window_.begin(), window_.begin() + static_cast<std::ptrdiff_t>(read_));
+  prefix_text_ = tok_->decode_tokens(std::move(prefix));
+  released_ = 0;
   return piece;
 }
 

@@ -7,9 +7,9 @@
 // It decodes a short window of recent tokens twice, with and without the newest ones, and
 // releases the difference (the method vLLM uses): rules that only touch the first token of a
 // decode (Metaspace dropping the prepended "▁", Strip removing one leading space) then cancel
-// out. Text is held back while it ends in U+FFFD (a multi-byte character still arriving) and,
-// for byte-fallback decoders, while the last token is a "<0xXX>" byte token (HF decodes a whole
-// run of byte tokens at once, and a later byte can turn earlier characters into U+FFFD). A decoder
+// out. A final U+FFFD is held back (it may be a multi-byte character still arriving), and so is
+// a trailing run of "<0xXX>" tokens of a byte-fallback decoder (HF decodes a whole run at once,
+// and a later byte can turn the run's earlier characters into U+FFFD). A decoder
 // chain whose output depends on later tokens (a trailing Strip, a regex Replace over the joined
 // text, BPEDecoder's word suffix) releases everything at finish().
 
@@ -37,9 +37,10 @@ class StreamDecoder {
   const Tokenizer* tok_;
   bool skip_special_;
   std::vector<std::string> window_;  // token strings since the window start
+  std::vector<bool> is_byte_;        // window_[i] is a "<0xXX>" token of a byte-fallback decoder
   size_t read_ = 0;                  // window_[0:read_] decodes to prefix_text_
   std::string prefix_text_;
-  bool last_is_byte_ = false;
+  size_t released_ = 0;  // bytes released beyond prefix_text_ while a trailing U+FFFD is held
 };
 
 }  // namespace pagoda::tokenizer

@@ -89,6 +89,10 @@ std::vector<uint32_t> Tokenizer::encode(std::string_view text, bool add_special_
 }
 
 void Tokenizer::encode_into(std::string_view text, bool add_special_tokens, std::vector<uint32_t>& out) const {
+  if (text.size() > kMaxEncodeBytes) {
+    fail(ErrorCode::kInvalidArgument, "text of {} bytes exceeds the {} byte encoding cap", text.size(),
+         kMaxEncodeBytes);
+  }
   EncodeScratch& s = tls_encode;
   if (!is_valid_utf8(text)) {
     s.clean = sanitize_utf8(text);

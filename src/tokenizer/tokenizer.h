@@ -40,11 +40,14 @@ struct TokenizerSpec {
 };
 
 struct GgufOptions {
-  // For tokenizer.ggml.pre names that transformers' GGUF conversion does not know (smollm,
-  // starcoder, deepseek-*, falcon, ...) it falls back to GPT-2's split; llama.cpp, and these
-  // models' own tokenizer.json files, split differently (smollm: digits first, so a run of spaces
-  // before a number stays one piece). Off: match transformers, the reference the tests use.
-  bool llama_cpp_pre_tokenizers = false;
+  // Where transformers' GGUF conversion (the reference the tests use, and the default) and
+  // llama.cpp read a file differently, follow llama.cpp:
+  //  - tokenizer.ggml.pre names transformers does not know (smollm, starcoder, deepseek-*,
+  //    falcon, ...) get llama.cpp's split regexes instead of GPT-2's (smollm: digits first, so a
+  //    run of spaces before a number stays one piece, as in SmolLM's own tokenizer.json);
+  //  - a SentencePiece vocabulary with tokenizer.ggml.add_space_prefix = false gets no "▁"
+  //    prepended (transformers always prepends one).
+  bool llama_cpp = false;
 };
 
 class Tokenizer {
@@ -61,6 +64,10 @@ class Tokenizer {
   [[nodiscard]] static Tokenizer from_json(std::string_view tokenizer_json, std::string_view config_json,
                                            const std::string& name);
   [[nodiscard]] static Tokenizer from_gguf(const gguf::File& file, const GgufOptions& options = {});
+
+  // Longest text encode() accepts: pieces are addressed with 32-bit offsets, and pre-tokenizers
+  // may triple a text's size (Metaspace writes "▁" for every space).
+  static constexpr size_t kMaxEncodeBytes = 512u << 20;
 
   // Encodes `text`; bytes that are not valid UTF-8 are first replaced by U+FFFD the way Python's
   // bytes.decode("utf-8", errors="replace") does. add_special_tokens applies the post-processor

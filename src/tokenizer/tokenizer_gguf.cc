@@ -277,7 +277,7 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& file, const GgufOptions& option
   if (byte_level) {
     spec.pre_tokenizer = std::make_unique<ByteLevelPreTokenizer>(false, true);
     spec.decoder = std::make_unique<ByteLevelDecoder>();
-    const auto splits = split_for_pre(pre, options.llama_cpp_pre_tokenizers);
+    const auto splits = split_for_pre(pre, options.llama_cpp);
     if (!splits.empty()) {
       std::vector<std::unique_ptr<PreTokenizer>> seq;
       for (std::string_view re : splits) {
@@ -301,14 +301,16 @@ Tokenizer Tokenizer::from_gguf(const gguf::File& file, const GgufOptions& option
       spec.normalizer = std::make_unique<ReplaceNormalizer>(" ", nullptr, kMeta);
       spec.pre_tokenizer = std::make_unique<SplitPreTokenizer>(" ", nullptr, SplitBehavior::kMergedWithPrevious, false);
     } else {
-      dec.push_back(std::make_unique<StripDecoder>(U' ', 1, 0));
+      const bool prefix = !options.llama_cpp || file.get_bool("tokenizer.ggml.add_space_prefix").value_or(true);
+      if (prefix) dec.push_back(std::make_unique<StripDecoder>(U' ', 1, 0));
       if (phi3) {
         std::vector<std::unique_ptr<Normalizer>> norms;
         norms.push_back(std::make_unique<PrependNormalizer>(kMeta));
         norms.push_back(std::make_unique<ReplaceNormalizer>(" ", nullptr, kMeta));
         spec.normalizer = std::make_unique<SequenceNormalizer>(std::move(norms));
       } else {
-        spec.pre_tokenizer = std::make_unique<MetaspacePreTokenizer>(kMeta, PrependScheme::kFirst, false);
+        spec.pre_tokenizer = std::make_unique<MetaspacePreTokenizer>(
+            kMeta, prefix ? PrependScheme::kFirst : PrependScheme::kNever, false);
       }
     }
     spec.decoder = std::make_unique<SequenceDecoder>(std::move(dec));

@@ -17,7 +17,7 @@ namespace {
 
 using nlohmann::json;
 
-constexpr uint64_t kMaxJsonBytes = 512ull << 20;
+constexpr uint64_t kMaxJsonBytes = 128ull << 20;  // the largest real tokenizer.json files are ~35 MB
 constexpr int kMaxJsonDepth = 64;
 constexpr int kMaxComponentDepth = 16;
 constexpr size_t kMaxSequenceItems = 64;

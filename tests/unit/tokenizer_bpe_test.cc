@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "core/error.h"
@@ -100,6 +101,29 @@ TEST(TokenizerJson, EncodesWithAddedTokensAndTemplate) {
   EXPECT_TRUE(tok.is_special(0));
   EXPECT_FALSE(tok.is_special(1));
   EXPECT_EQ(tok.vocab_size(), 11u);
+}
+
+TEST(TokenizerJson, ConcurrentEncodingGivesTheSameIds) {
+  const Tokenizer tok = Tokenizer::from_json(kByteLevelJson, "", "toy.json");
+  std::vector<std::string> texts;
+  for (int i = 0; i < 200; ++i)
+    texts.push_back(std::string(static_cast<size_t>(i % 7), ' ') + "hi hi<x>hi" + std::to_string(i));
+  std::vector<std::vector<uint32_t>> want;
+  for (const auto& t : texts)
+    want.push_back(tok.encode(t));
+  std::vector<int> mismatches(4, 0);
+  std::vector<std::thread> threads;
+  for (int w = 0; w < 4; ++w) {
+    threads.emplace_back([&, w] {
+      for (int round = 0; round < 20; ++round) {
+        for (size_t i = 0; i < texts.size(); ++i)
+          mismatches[static_cast<size_t>(w)] += tok.encode(texts[i]) != want[i];
+      }
+    });
+  }
+  for (auto& t : threads)
+    t.join();
+  EXPECT_EQ(mismatches, (std::vector<int>{0, 0, 0, 0}));
 }
 
 TEST(TokenizerJson, ConfigFlagsRebuildTheTemplate) {

@@ -81,6 +81,16 @@ TEST(TokenizerStream, InvalidBytesAndSpecialTokens) {
   }
 }
 
+TEST(TokenizerStream, LeadBytesThatNeverCompleteStillFlow) {
+  const Tokenizer tok = Tokenizer::from_json(kByteLevel, "", "bl.json");
+  // Each E4 is cut short by the next one: all but the last are final U+FFFDs at once.
+  const std::vector<uint32_t> ids{1, 1, 1, 1, 1, 5};
+  std::vector<size_t> steps;
+  const auto pieces = stream(tok, ids, false, &steps);
+  EXPECT_EQ(join(pieces), tok.decode(ids));
+  EXPECT_EQ(steps, (std::vector<size_t>{1, 2, 3, 4, 5}));
+}
+
 TEST(TokenizerStream, SentencePieceLeadingSpaceAndByteRuns) {
   const Tokenizer tok = Tokenizer::from_json(kSentencePiece, "", "spm.json");
   const std::vector<uint32_t> ids{0, 3, 1, 3, 4, 5, 6, 3};  // <s> ▁a ▁ ▁a 你 ▁a
