@@ -5,7 +5,8 @@ transformers dequantizes every GGUF tensor to float32 (with the gguf package) an
 implementation of the architecture (eager attention, float32, on the CPU unless --device says
 otherwise), so the result is an independent reference for pagoda's forward pass over the
 quantized weights. For each prompt this records the token ids, the top-K (id, logit) pairs of the
-last position, and for the chat prompt also the greedy continuation with the top-2 logit margin of
+last position, and for the chat prompt (the first text prompt if the model has no chat template)
+also the greedy continuation with the top-2 logit margin of
 every step (a test compares tokens only up to the first step whose margin is too small to be
 decided by quantization-level differences).
 
@@ -14,7 +15,7 @@ Usage (the model path is the GGUF file; the output stays well under 1 MB):
       --out tests/data/gguf_reference/smollm2.json
   python3 scripts/make_gguf_reference.py MODELS/gemma-3-270m-Q4_K_M.gguf \
       --out tests/data/gguf_reference/gemma3.json          (optional second model)
-Needs torch, transformers, gguf, numpy. No internet access is needed.
+Needs torch, transformers, accelerate (transformers' GGUF loader requires it), gguf, numpy. No internet access is needed.
 """
 import argparse
 import hashlib
@@ -63,6 +64,12 @@ def main():
     ap.add_argument("--device", default="cpu", help="torch device (cpu keeps float32 exact; no TF32)")
     args = ap.parse_args()
 
+    import importlib.util
+    for needed in ("torch", "transformers", "accelerate", "gguf"):
+        if importlib.util.find_spec(needed) is None:
+            print(f"this script needs the Python package '{needed}' (transformers loads GGUF files only with "
+                  "accelerate and gguf installed)", file=sys.stderr)
+            return 2
     import torch
     import transformers
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -85,10 +92,10 @@ def main():
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype=torch.float32,
                                                      attn_implementation="eager")
     model = model.to(torch.float32).to(args.device).eval()
+    notes = []
 
     # A GGUF without output.weight shares the embedding with the output projection (llama.cpp loads
     # it so); make sure transformers did the same.
-    notes = []
     if not gguf_has_tensor(path, "output.weight"):
         emb = model.get_input_embeddings().weight
         out = model.get_output_embeddings().weight
@@ -96,20 +103,20 @@ def main():
             model.get_output_embeddings().weight = emb
             notes.append("output.weight is absent: tied the output projection to token_embd")
 
-    template = tokenizer.chat_template or gguf_metadata_string(path, "tokenizer.chat_template")
-    if template is None:
-        print("the model has no chat template", file=sys.stderr)
-        return 2
-    chat_text = tokenizer.apply_chat_template([{"role": "user", "content": CHAT_QUESTION}], chat_template=template,
-                                              tokenize=False, add_generation_prompt=True)
-    chat_ids = tokenizer(chat_text, add_special_tokens=False)["input_ids"]
-
     prompts = [dict(kind="text", text=t, ids=tokenizer(t)["input_ids"]) for t in TEXT_PROMPTS]
-    prompts.append(dict(kind="chat", text=chat_text, question=CHAT_QUESTION, ids=chat_ids))
+    template = tokenizer.chat_template or gguf_metadata_string(path, "tokenizer.chat_template")
+    if template is not None:
+        chat_text = tokenizer.apply_chat_template([{"role": "user", "content": CHAT_QUESTION}],
+                                                  chat_template=template, tokenize=False, add_generation_prompt=True)
+        chat_ids = tokenizer(chat_text, add_special_tokens=False)["input_ids"]
+        prompts.append(dict(kind="chat", text=chat_text, question=CHAT_QUESTION, ids=chat_ids))
+    else:
+        notes.append("the model has no chat template: the greedy continuation is of the first text prompt")
+    greedy_index = len(prompts) - 1 if template is not None else 0
 
     eos = model.generation_config.eos_token_id
     results = []
-    for p in prompts:
+    for index, p in enumerate(prompts):
         ids = torch.tensor([p["ids"]], dtype=torch.long, device=args.device)
         with torch.no_grad():
             logits = model(ids, use_cache=False).logits[0, -1].float().cpu()
@@ -119,6 +126,7 @@ def main():
                      logit_mean=float(logits.mean()), logit_std=float(logits.std()))
         if p["kind"] == "chat":
             entry["question"] = p["question"]
+        if index == greedy_index:
             with torch.no_grad():
                 out = model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=args.new_tokens,
                                      do_sample=False, num_beams=1, output_logits=True, return_dict_in_generate=True,
@@ -131,7 +139,7 @@ def main():
             entry["greedy_ids"] = new
             entry["greedy_margins"] = margins[:len(new)]
             entry["greedy_text"] = tokenizer.decode(new, skip_special_tokens=True)
-            print(f"chat reply: {entry['greedy_text']!r}", flush=True)
+            print(f"greedy continuation: {entry['greedy_text']!r}", flush=True)
         results.append(entry)
 
     doc = dict(

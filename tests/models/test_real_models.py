@@ -18,8 +18,8 @@ from conftest import run_pagoda
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "gguf_reference"
 MODELS = {"smollm2": "default_model", "gemma3": "gemma_model"}
-LOGIT_TOLERANCE = 1e-2  # absolute, on logits of magnitude ~10-30 after 18-30 layers
-MARGIN_FOR_TOKENS = 0.05  # greedy tokens are compared up to the first step this close to a tie
+LOGIT_TOLERANCE = 1e-3  # absolute, on logits of magnitude ~10-30 (SmolLM2 measures ~3e-5)
+MARGIN_FOR_TOKENS = 0.01  # greedy tokens are compared up to the first step this close to a tie (10x the tolerance)
 
 
 def test_chat_capital_of_france(pagoda_bin, default_model):
@@ -103,10 +103,12 @@ def test_tokenization_and_chat_template_match_transformers(pagoda_bin, request, 
 
 
 @pytest.mark.parametrize("name", reference_cases())
-def test_greedy_chat_matches_transformers(pagoda_bin, request, name):
+def test_greedy_matches_transformers(pagoda_bin, request, name):
+    """The chat prompt's greedy reply (the first text prompt's continuation for a model without a
+    chat template), token for token up to the first step whose top-2 margin is near a tie."""
     ref = json.loads((REFERENCE / f"{name}.json").read_text())
     model = request.getfixturevalue(MODELS[name])
-    chat = [p for p in ref["prompts"] if p["kind"] == "chat"][0]
+    chat = [p for p in ref["prompts"] if "greedy_ids" in p][0]
     want = chat["greedy_ids"]
     decided = next((i for i, m in enumerate(chat["greedy_margins"]) if m < MARGIN_FOR_TOKENS), len(want))
     assert decided >= 4, "the reference's first greedy steps are too close to ties to compare"
