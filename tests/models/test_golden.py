@@ -199,3 +199,51 @@ def test_bad_prompt_ids_and_options(pagoda_bin):
                  ["--prompt-ids", "1", "--max-tokens", "0"], ["--prompt", "hello"],
                  ["--prompt-ids", "1", "--device", "tpu"]):
         one_line_error(run_pagoda(pagoda_bin, "generate", folder, *args))
+
+
+# --- other layouts of the same checkpoints --------------------------------------------------
+
+
+def check_same_logits(pagoda_bin, folder, case):
+    exp = expected(case)
+    got = logits(pagoda_bin, folder, [p["prompt_ids"] for p in exp["prompts"]])
+    for g, p in zip(got, exp["prompts"]):
+        assert np.abs(g - np.array(p["last_logits"])).max() <= LOGIT_TOLERANCE
+
+
+@pytest.mark.parametrize("case", ["mixtral", "qwen3_moe"])
+def test_fused_expert_tensors(pagoda_bin, tmp_path, case):
+    """Newer transformers save experts fused: mlp.experts.gate_up_proj (experts, 2 * inter, hidden)
+    with the gate rows first, mlp.experts.down_proj (experts, hidden, inter) and mlp.gate."""
+    folder = copy_case(tmp_path, case)
+    tensors = load_file(str(folder / "model.safetensors"))
+    block = "block_sparse_moe" if case == "mixtral" else "mlp"
+    gate, up, down = ("w1", "w3", "w2") if case == "mixtral" else ("gate_proj", "up_proj", "down_proj")
+    layers = json.loads((folder / "config.json").read_text())["num_hidden_layers"]
+    for layer in range(layers):
+        prefix = f"model.layers.{layer}.{block}"
+        experts = sorted({int(k.split(".")[5]) for k in tensors if k.startswith(f"{prefix}.experts.")})
+        gate_up = np.stack([np.concatenate([tensors.pop(f"{prefix}.experts.{e}.{gate}.weight"),
+                                            tensors.pop(f"{prefix}.experts.{e}.{up}.weight")]) for e in experts])
+        down_all = np.stack([tensors.pop(f"{prefix}.experts.{e}.{down}.weight") for e in experts])
+        tensors[f"model.layers.{layer}.mlp.gate.weight"] = tensors.pop(f"{prefix}.gate.weight")
+        tensors[f"model.layers.{layer}.mlp.experts.gate_up_proj"] = gate_up
+        tensors[f"model.layers.{layer}.mlp.experts.down_proj"] = down_all
+    save_file(tensors, str(folder / "model.safetensors"))
+    check_same_logits(pagoda_bin, folder, case)
+
+
+@pytest.mark.parametrize("prefix", ["model.language_model.", "language_model.model."])
+def test_gemma3_inside_a_multimodal_checkpoint(pagoda_bin, tmp_path, prefix):
+    """Gemma3ForConditionalGeneration: the text model's config under text_config and its weights
+    under language_model (two spellings across transformers versions)."""
+    folder = copy_case(tmp_path, "gemma3_text")
+    text = json.loads((folder / "config.json").read_text())
+    outer = {"model_type": "gemma3", "architectures": ["Gemma3ForConditionalGeneration"], "text_config": text,
+             "tie_word_embeddings": True}
+    (folder / "config.json").write_text(json.dumps(outer))
+    tensors = load_file(str(folder / "model.safetensors"))
+    renamed = {prefix + k[len("model."):]: v for k, v in tensors.items()}
+    renamed["vision_tower.some.weight"] = np.zeros((2, 2), dtype=np.float32)  # ignored
+    save_file(renamed, str(folder / "model.safetensors"))
+    check_same_logits(pagoda_bin, folder, "gemma3_text")
