@@ -1,0 +1,82 @@
+#pragma once
+
+// The worker's model runner: it owns one model on one device and its paged KV cache, and runs one
+// step of a flat batch (the new tokens of every sequence of the step, back to back) through a
+// single forward pass, returning the logits of the tokens the caller asked for.
+//
+// Every value of a step is checked before anything runs (token ids against the vocabulary,
+// positions against the context, slots and block tables against the cache, the batch's shape),
+// so that a bad request fails with Error(kInvalidArgument) and a message naming the value, never
+// inside a kernel.
+
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+#include "core/tensor.h"
+#include "model/loader/model_config.h"
+#include "model/model.h"
+
+namespace pagoda {
+class ModelFiles;
+}
+
+namespace pagoda::worker {
+
+struct RunnerOptions {
+  Device device;
+  // Tokens per cache block.
+  int64_t block_size = 16;
+  // Cache blocks per layer; 0: enough for one sequence of max_model_len tokens.
+  int64_t num_blocks = 0;
+  // The longest sequence (prompt and generated tokens); 0: the model's context length.
+  int64_t max_model_len = 0;
+  // f32, f16 or bf16.
+  DType cache_dtype = DType::kF32;
+};
+
+// One step, on the host. Sequence s owns tokens [cu_query_lens[s], cu_query_lens[s + 1]) of the
+// flat arrays; they sit at positions seq_lens[s] - query_len(s) ... seq_lens[s] - 1 (the earlier
+// ones are already in the cache) and are written to the given slots.
+struct StepInput {
+  std::vector<int32_t> token_ids;      // (tokens)
+  std::vector<int32_t> positions;      // (tokens)
+  std::vector<int64_t> slot_mapping;   // (tokens): block * block_size + offset; negative: not cached
+  std::vector<int32_t> seq_lens;       // (num_seqs)
+  std::vector<int32_t> cu_query_lens;  // (num_seqs + 1), starting at 0
+  // (num_seqs, max_blocks_per_seq) row-major: the cache blocks of each sequence in order; entries
+  // past a sequence's last block are ignored.
+  std::vector<int32_t> block_tables;
+  int64_t max_blocks_per_seq = 0;
+  // Indices into the flat arrays of the tokens whose next-token logits are wanted (may be empty:
+  // a step of prompt chunks only fills the cache).
+  std::vector<int32_t> logits_indices;
+};
+
+class ModelRunner {
+ public:
+  ModelRunner(const ModelFiles& files, const RunnerOptions& options);
+  ~ModelRunner();
+  ModelRunner(const ModelRunner&) = delete;
+  ModelRunner& operator=(const ModelRunner&) = delete;
+
+  [[nodiscard]] const model::ModelConfig& config() const { return model_->config(); }
+  [[nodiscard]] int64_t max_model_len() const { return model_->max_model_len(); }
+  [[nodiscard]] int64_t block_size() const { return cache_.block_size; }
+  [[nodiscard]] int64_t num_blocks() const { return cache_.num_blocks; }
+  [[nodiscard]] Device device() const { return model_->device(); }
+  // See model::Model::recompute_boundary.
+  [[nodiscard]] int64_t recompute_boundary() const { return model_->recompute_boundary(); }
+
+  // Runs the step and returns the logits (logits_indices.size(), vocab_size) f32 on the host.
+  [[nodiscard]] Tensor execute(const StepInput& step);
+
+  // Throws Error(kInvalidArgument) naming the first value of `step` that is wrong.
+  void validate(const StepInput& step) const;
+
+ private:
+  std::unique_ptr<model::Model> model_;
+  model::KvCache cache_;
+};
+
+}  // namespace pagoda::worker

@@ -1,0 +1,221 @@
+// ModelRunner on the tiny llama of tests/data/golden (made by transformers): every check of a
+// step's input, and the same logits whichever way a prompt is split into steps and batched with
+// others, and as transformers computed them.
+
+#include "worker/model_runner.h"
+
+#include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
+
+#include <cmath>
+#include <fstream>
+#include <string>
+#include <vector>
+
+#include "core/error.h"
+#include "model/loader/model_files.h"
+#include "worker/static_batch.h"
+
+namespace pagoda::worker {
+namespace {
+
+std::string golden(const std::string& name) {
+  return std::string(PAGODA_TEST_DATA_DIR) + "/golden/" + name;
+}
+
+nlohmann::json expected(const std::string& name) {
+  std::ifstream f(golden(name) + "/expected.json");
+  return nlohmann::json::parse(f);
+}
+
+class RunnerTest : public testing::Test {
+ protected:
+  void SetUp() override {
+    files_ = std::make_unique<ModelFiles>(ModelFiles::open(golden("llama")));
+    RunnerOptions o;
+    o.block_size = 4;
+    o.num_blocks = 64;
+    o.max_model_len = 128;
+    runner_ = std::make_unique<ModelRunner>(*files_, o);
+  }
+
+  // One sequence's tokens [first, first + n) of `ids` as a step, blocks 0, 1, 2, ... in order.
+  static StepInput one_sequence(const std::vector<int32_t>& ids, int64_t first, int64_t n, int64_t bs = 4) {
+    StepInput s;
+    const int64_t len = first + n;
+    s.max_blocks_per_seq = (len + bs - 1) / bs;
+    for (int64_t b = 0; b < s.max_blocks_per_seq; ++b)
+      s.block_tables.push_back(static_cast<int32_t>(b));
+    for (int64_t p = first; p < len; ++p) {
+      s.token_ids.push_back(ids[static_cast<size_t>(p)]);
+      s.positions.push_back(static_cast<int32_t>(p));
+      s.slot_mapping.push_back(p);
+    }
+    s.seq_lens = {static_cast<int32_t>(len)};
+    s.cu_query_lens = {0, static_cast<int32_t>(n)};
+    s.logits_indices = {static_cast<int32_t>(n - 1)};
+    return s;
+  }
+
+  void expect_invalid(const StepInput& s, const std::string& fragment) {
+    try {
+      (void)runner_->execute(s);
+      ADD_FAILURE() << "no error; expected one containing '" << fragment << "'";
+    } catch (const Error& e) {
+      EXPECT_EQ(e.code(), ErrorCode::kInvalidArgument) << e.what();
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  }
+
+  std::unique_ptr<ModelFiles> files_;
+  std::unique_ptr<ModelRunner> runner_;
+};
+
+std::vector<int32_t> prompt_of(const nlohmann::json& p) {
+  return p["prompt_ids"].get<std::vector<int32_t>>();
+}
+
+double max_diff(const float* got, const std::vector<double>& want) {
+  double d = 0;
+  for (size_t i = 0; i < want.size(); ++i)
+    d = std::max(d, std::abs(static_cast<double>(got[i]) - want[i]));
+  return d;
+}
+
+TEST_F(RunnerTest, Shape) {
+  EXPECT_EQ(runner_->block_size(), 4);
+  EXPECT_EQ(runner_->num_blocks(), 64);
+  EXPECT_EQ(runner_->max_model_len(), 128);
+  EXPECT_EQ(runner_->config().arch, model::Arch::kLlama);
+}
+
+TEST_F(RunnerTest, PromptLogitsMatchTransformersHoweverSplit) {
+  const nlohmann::json exp = expected("llama");
+  const auto& p = exp["prompts"][1];
+  const std::vector<int32_t> ids = prompt_of(p);
+  const auto want = p["last_logits"].get<std::vector<double>>();
+  const auto n = static_cast<int64_t>(ids.size());
+
+  Tensor whole = runner_->execute(one_sequence(ids, 0, n));
+  ASSERT_EQ(whole.dim(0), 1);
+  ASSERT_EQ(whole.dim(1), 256);
+  EXPECT_LT(max_diff(whole.data<float>(), want), 1e-3);
+
+  // Token by token (decode steps), then in two uneven chunks: the cache is rewritten each time.
+  Tensor last;
+  for (int64_t t = 0; t < n; ++t)
+    last = runner_->execute(one_sequence(ids, t, 1));
+  EXPECT_LT(max_diff(last.data<float>(), want), 1e-3);
+  (void)runner_->execute(one_sequence(ids, 0, 5));
+  Tensor chunked = runner_->execute(one_sequence(ids, 5, n - 5));
+  for (int64_t i = 0; i < 256; ++i)
+    EXPECT_NEAR(chunked.data<float>()[i], whole.data<float>()[i], 1e-4) << i;
+}
+
+TEST_F(RunnerTest, CacheTypesF16AndBf16) {
+  const nlohmann::json exp = expected("llama");
+  const std::vector<int32_t> ids = prompt_of(exp["prompts"][2]);
+  const auto want = exp["prompts"][2]["last_logits"].get<std::vector<double>>();
+  for (DType t : {DType::kF16, DType::kBF16}) {
+    RunnerOptions o;
+    o.cache_dtype = t;
+    o.max_model_len = 64;
+    ModelRunner r(*files_, o);
+    Tensor got = r.execute(one_sequence(ids, 0, static_cast<int64_t>(ids.size()), 16));
+    // Keys and values rounded to 16 bits: close, not equal.
+    EXPECT_LT(max_diff(got.data<float>(), want), 0.25) << dtype_name(t);
+  }
+}
+
+TEST_F(RunnerTest, StaticBatchMatchesTransformersGreedy) {
+  const nlohmann::json exp = expected("llama");
+  std::vector<GenerateRequest> requests;
+  for (const auto& p : exp["prompts"]) {
+    GenerateRequest r;
+    r.prompt = prompt_of(p);
+    r.max_tokens = exp["max_new_tokens"].get<int64_t>();
+    r.sampling.temperature = 0.0;
+    r.ignore_eos = true;
+    requests.push_back(r);
+  }
+  for (int64_t chunk : {0, 3}) {
+    StaticBatch batch(*runner_, {}, chunk);
+    const std::vector<GenerateResult> results = batch.generate(requests);
+    for (size_t i = 0; i < results.size(); ++i) {
+      EXPECT_EQ(results[i].token_ids, exp["prompts"][i]["generated_ids"].get<std::vector<int32_t>>()) << i;
+      EXPECT_EQ(results[i].finish_reason, "length");
+    }
+  }
+}
+
+TEST_F(RunnerTest, StaticBatchStopsAtEos) {
+  const nlohmann::json exp = expected("llama");
+  const auto generated = exp["prompts"][0]["generated_ids"].get<std::vector<int32_t>>();
+  GenerateRequest r;
+  r.prompt = prompt_of(exp["prompts"][0]);
+  r.max_tokens = 24;
+  r.sampling.temperature = 0.0;
+  StaticBatch batch(*runner_, {generated[3]});
+  const GenerateResult out = batch.generate({r})[0];
+  EXPECT_EQ(out.finish_reason, "stop");
+  EXPECT_EQ(out.token_ids, std::vector<int32_t>(generated.begin(), generated.begin() + 4));
+}
+
+TEST_F(RunnerTest, RejectsBadSteps) {
+  const std::vector<int32_t> ids = {1, 2, 3, 4, 5, 6};
+  StepInput s = one_sequence(ids, 0, 6);
+  s.token_ids[2] = 256;
+  expect_invalid(s, "token id 256 (at index 2 of the step) is outside the vocabulary [0, 256)");
+  s.token_ids[2] = -3;
+  expect_invalid(s, "outside the vocabulary");
+
+  std::vector<int32_t> long_ids(130, 7);
+  expect_invalid(one_sequence(long_ids, 126, 3), "position 128 (at index 2 of the step) is beyond the maximum context");
+
+  s = one_sequence(ids, 0, 6);
+  s.positions[3] = 4;
+  expect_invalid(s, "has position 4, expected 3");
+  s = one_sequence(ids, 0, 6);
+  s.slot_mapping[1] = 9;
+  expect_invalid(s, "maps to slot 9, but its block table says 1");
+  s = one_sequence(ids, 0, 6);
+  s.slot_mapping[1] = 64 * 4;
+  expect_invalid(s, "past the cache");
+  s = one_sequence(ids, 0, 6);
+  s.block_tables[1] = 64;
+  expect_invalid(s, "outside the cache's 64 blocks");
+  s = one_sequence(ids, 0, 6);
+  s.block_tables.pop_back();
+  s.max_blocks_per_seq = 1;
+  expect_invalid(s, "needs 2 blocks");
+  s = one_sequence(ids, 0, 6);
+  s.seq_lens = {3};
+  expect_invalid(s, "must be between its 6 new tokens");
+  s = one_sequence(ids, 0, 6);
+  s.cu_query_lens = {0, 5};
+  expect_invalid(s, "query offsets must run from 0 to the 6 tokens");
+  s = one_sequence(ids, 0, 6);
+  s.positions.pop_back();
+  expect_invalid(s, "6 token ids but 5 positions");
+  s = one_sequence(ids, 0, 6);
+  s.logits_indices = {6};
+  expect_invalid(s, "logits requested for token 6");
+  StepInput empty;
+  expect_invalid(empty, "at least one token");
+}
+
+TEST(ModelRunnerOptions, RejectsBadOptions) {
+  const ModelFiles files = ModelFiles::open(golden("llama"));
+  RunnerOptions o;
+  o.block_size = 0;
+  EXPECT_THROW(ModelRunner(files, o), Error);
+  o = RunnerOptions{};
+  o.cache_dtype = DType::kQ8_0;
+  EXPECT_THROW(ModelRunner(files, o), Error);
+  o = RunnerOptions{};
+  o.max_model_len = 513;  // past max_position_embeddings
+  EXPECT_THROW(ModelRunner(files, o), Error);
+}
+
+}  // namespace
+}  // namespace pagoda::worker
