@@ -65,10 +65,8 @@ std::string rewrite_pattern(std::string_view p) {
 struct Regex::Impl {
   pcre2_code* code = nullptr;
   pcre2_match_context* mctx = nullptr;
-  pcre2_jit_stack* jit_stack = nullptr;
   bool jit = false;
   ~Impl() {
-    if (jit_stack != nullptr) pcre2_jit_stack_free(jit_stack);
     if (mctx != nullptr) pcre2_match_context_free(mctx);
     if (code != nullptr) pcre2_code_free(code);
   }
@@ -87,6 +85,21 @@ struct MatchData {
   }
 };
 thread_local MatchData tls_match_data;
+
+// A JIT stack may serve one match at a time, and a Regex is shared by every thread that encodes,
+// so each thread gets its own stack; PCRE2 asks for it through this callback at each match.
+struct JitStack {
+  pcre2_jit_stack* stack = nullptr;
+  ~JitStack() {
+    if (stack != nullptr) pcre2_jit_stack_free(stack);
+  }
+};
+thread_local JitStack tls_jit_stack;
+
+pcre2_jit_stack* thread_jit_stack(void*) {
+  if (tls_jit_stack.stack == nullptr) tls_jit_stack.stack = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, nullptr);
+  return tls_jit_stack.stack;  // null: PCRE2 falls back to its small machine stack
+}
 
 std::string pcre2_message(int code) {
   PCRE2_UCHAR buf[256];
@@ -115,11 +128,8 @@ Regex::Regex(std::string_view pattern) : pattern_(pattern), impl_(std::make_uniq
   pcre2_set_depth_limit(impl_->mctx, kDepthLimit);
   pcre2_set_heap_limit(impl_->mctx, 64 * 1024);  // KiB
   if (pcre2_jit_compile(impl_->code, PCRE2_JIT_COMPLETE) == 0) {
-    impl_->jit_stack = pcre2_jit_stack_create(32 * 1024, 1024 * 1024, nullptr);
-    if (impl_->jit_stack != nullptr) {
-      pcre2_jit_stack_assign(impl_->mctx, nullptr, impl_->jit_stack);
-      impl_->jit = true;
-    }
+    pcre2_jit_stack_assign(impl_->mctx, thread_jit_stack, nullptr);
+    impl_->jit = true;
   }
 }
 
