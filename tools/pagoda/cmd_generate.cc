@@ -136,7 +136,7 @@ const CommandRegistration kRegisterGenerate("generate", [](CLI::App& app) {
   sub->add_option("--prompt", a->prompts.texts, "Prompt text (repeatable)")->allow_extra_args(false);
   sub->add_option("--prompt-ids", a->prompts.id_lists, "Prompt as comma-separated token ids (repeatable)")
       ->allow_extra_args(false);
-  sub->add_flag("--chat", a->prompts.chat, "Wrap each --prompt as a user message in the model's chat template");
+  add_chat_options(sub, a->prompts);
   sub->add_option("--max-tokens", a->max_tokens, "Most tokens to generate per prompt")->capture_default_str();
   sub->add_option("--temperature", a->temperature, "Sampling temperature; 0: greedy")->capture_default_str();
   sub->add_option("--top-p", a->top_p, "Nucleus sampling mass in (0, 1]")->capture_default_str();

@@ -111,7 +111,7 @@ const CommandRegistration kRegisterLogits("logits", [](CLI::App& app) {
   sub->add_option("--prompt", a->prompts.texts, "Prompt text (repeatable)")->allow_extra_args(false);
   sub->add_option("--prompt-ids", a->prompts.id_lists, "Prompt as comma-separated token ids (repeatable)")
       ->allow_extra_args(false);
-  sub->add_flag("--chat", a->prompts.chat, "Wrap each --prompt as a user message in the model's chat template");
+  add_chat_options(sub, a->prompts);
   sub->add_option("--top", a->top, "Print only the K largest logits with their ids (0: all)")->capture_default_str();
   sub->add_option("--prefill-chunk", a->prefill_chunk, "Feed prompts in chunks of this many tokens (0: whole)")
       ->capture_default_str();

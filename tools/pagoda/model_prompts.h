@@ -3,6 +3,7 @@
 // What `pagoda generate` and `pagoda logits` share: turning --prompt / --prompt-ids / --chat into
 // token ids with the model's own tokenizer and chat template, and printing floats as JSON.
 
+#include <CLI/CLI.hpp>
 #include <fmt/format.h>
 #include <nlohmann/json.hpp>
 
@@ -15,6 +16,7 @@
 #include <vector>
 
 #include "core/error.h"
+#include "core/mapped_file.h"
 #include "model/loader/model_files.h"
 #include "tokenizer/jinja/template.h"
 #include "tokenizer/tokenizer.h"
@@ -67,11 +69,21 @@ inline std::vector<int32_t> parse_prompt_ids(std::string_view text) {
   return ids;
 }
 
+inline constexpr uint64_t kMaxChatTemplateBytes = 1ull << 20;
+
 struct PromptInput {
   std::vector<std::string> texts;
   std::vector<std::string> id_lists;
   bool chat = false;
+  std::string chat_template_file;  // --chat-template: overrides the model's template (implies --chat)
 };
+
+// Adds --chat and --chat-template to a subcommand that fills `in`.
+inline void add_chat_options(CLI::App* sub, PromptInput& in) {
+  sub->add_flag("--chat", in.chat, "Wrap each --prompt as a user message in the model's chat template");
+  sub->add_option("--chat-template", in.chat_template_file,
+                  "A Jinja2 chat template file to use instead of the model's (implies --chat)");
+}
 
 // The model's tokenizer, or nullptr when it has none.
 inline std::unique_ptr<tokenizer::Tokenizer> load_tokenizer(const ModelFiles& files) {
@@ -87,7 +99,8 @@ inline std::vector<std::vector<int32_t>> prompt_token_ids(const PromptInput& in,
   if (in.texts.size() + in.id_lists.size() > kMaxPrompts) {
     fail(ErrorCode::kInvalidArgument, "at most {} prompts per run", kMaxPrompts);
   }
-  if (in.chat && !in.id_lists.empty()) {
+  const bool chat = in.chat || !in.chat_template_file.empty();
+  if (chat && !in.id_lists.empty()) {
     fail(ErrorCode::kInvalidArgument, "--chat applies the chat template to text: use --prompt, not --prompt-ids");
   }
   std::vector<std::vector<int32_t>> out;
@@ -97,8 +110,9 @@ inline std::vector<std::vector<int32_t>> prompt_token_ids(const PromptInput& in,
            files.path());
     }
     std::optional<jinja::Template> tmpl;
-    if (in.chat) {
-      std::string source = files.chat_template().value_or(tok->chat_template());
+    if (chat) {
+      std::string source = !in.chat_template_file.empty() ? read_text_file(in.chat_template_file, kMaxChatTemplateBytes)
+                                                          : files.chat_template().value_or(tok->chat_template());
       if (source.empty()) fail(ErrorCode::kInvalidArgument, "{}: the model has no chat template", files.path());
       tmpl = jinja::Template::parse(source);
     }
