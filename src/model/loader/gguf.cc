@@ -8,6 +8,7 @@
 
 #include "core/checked.h"
 #include "core/error.h"
+#include "tokenizer/utf8.h"
 
 namespace pagoda::gguf {
 namespace {
@@ -15,43 +16,6 @@ namespace {
 constexpr uint32_t kMagic = 0x46554747;  // "GGUF" read as a little-endian uint32
 constexpr uint32_t kMaxDims = 4;         // GGML_MAX_DIMS
 constexpr uint64_t kMaxNameBytes = 4096;
-
-bool valid_utf8(std::string_view s) {
-  size_t i = 0;
-  while (i < s.size()) {
-    auto c = static_cast<unsigned char>(s[i]);
-    size_t len = 0;
-    uint32_t cp = 0;
-    if (c < 0x80) {
-      ++i;
-      continue;
-    } else if ((c & 0xE0) == 0xC0) {
-      len = 2;
-      cp = c & 0x1F;
-    } else if ((c & 0xF0) == 0xE0) {
-      len = 3;
-      cp = c & 0x0F;
-    } else if ((c & 0xF8) == 0xF0) {
-      len = 4;
-      cp = c & 0x07;
-    } else {
-      return false;
-    }
-    if (i + len > s.size()) return false;
-    for (size_t k = 1; k < len; ++k) {
-      auto cc = static_cast<unsigned char>(s[i + k]);
-      if ((cc & 0xC0) != 0x80) return false;
-      cp = (cp << 6) | (cc & 0x3F);
-    }
-    // Overlong forms, surrogates and values past U+10FFFF are not UTF-8.
-    if ((len == 2 && cp < 0x80) || (len == 3 && cp < 0x800) || (len == 4 && cp < 0x10000) || cp > 0x10FFFF ||
-        (cp >= 0xD800 && cp <= 0xDFFF)) {
-      return false;
-    }
-    i += len;
-  }
-  return true;
-}
 
 // Sequential little-endian reads over the header with a bound on every step. Every failure
 // reports the byte offset where it happened.
@@ -377,7 +341,7 @@ File File::parse(std::shared_ptr<const MappedFile> mapped, const Limits& limits)
   for (uint64_t i = 0; i < n_kv; ++i) {
     std::string key = r.read_string("metadata key");
     if (key.empty()) r.bad("empty metadata key");
-    if (!valid_utf8(key)) r.bad("metadata key is not valid UTF-8");
+    if (!tokenizer::is_valid_utf8(key)) r.bad("metadata key is not valid UTF-8");
     uint32_t raw_type = r.read<uint32_t>("metadata value type");
     if (!known_type(raw_type)) r.bad(fmt::format("metadata '{}' has unknown value type {}", key, raw_type));
     Value value = read_value(r, static_cast<ValueType>(raw_type), 0, limits);
@@ -409,7 +373,7 @@ File File::parse(std::shared_ptr<const MappedFile> mapped, const Limits& limits)
     if (info.name.empty() || info.name.size() > kMaxNameBytes) {
       r.bad(fmt::format("tensor {} has a name of length {} (1..{} allowed)", i, info.name.size(), kMaxNameBytes));
     }
-    if (!valid_utf8(info.name)) r.bad(fmt::format("tensor {} has a name that is not valid UTF-8", i));
+    if (!tokenizer::is_valid_utf8(info.name)) r.bad(fmt::format("tensor {} has a name that is not valid UTF-8", i));
     uint32_t n_dims = r.read<uint32_t>("tensor dimension count");
     if (n_dims == 0 || n_dims > kMaxDims) {
       r.bad(fmt::format("tensor '{}' has {} dimensions (1..{} allowed)", info.name, n_dims, kMaxDims));

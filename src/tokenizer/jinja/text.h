@@ -8,6 +8,8 @@
 #include <string_view>
 #include <vector>
 
+#include "tokenizer/utf8.h"
+
 namespace pagoda::jinja::text {
 
 // Whether `s` is well-formed UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
@@ -15,7 +17,7 @@ namespace pagoda::jinja::text {
 
 // Decodes well-formed UTF-8 (callers validate first; bad bytes decode as U+FFFD).
 [[nodiscard]] std::vector<char32_t> decode(std::string_view s);
-void append_utf8(std::string& out, char32_t cp);
+using tokenizer::append_utf8;  // UTF-8 encoding of one code point (src/tokenizer/utf8.h)
 [[nodiscard]] std::string encode(const std::vector<char32_t>& cps);
 [[nodiscard]] std::string encode(const char32_t* begin, const char32_t* end);
 // Decodes the code point at s[pos] and advances pos.
