@@ -6,6 +6,7 @@
 
 #include <cmath>
 #include <numbers>
+#include <string>
 #include <vector>
 
 #include "core/error.h"
@@ -189,6 +190,17 @@ TEST(RopeTable, DynamicRowsForStretchedSequences) {
   for (size_t i = 0; i < 8; ++i) {
     EXPECT_FLOAT_EQ(rows[i], expect0[i]) << i;
     EXPECT_FLOAT_EQ(rows[8 + i], expect1[i]) << i;
+  }
+}
+
+TEST(RopeTable, RefusesHugeTables) {
+  RopeConfig r = base_rope(4096);
+  try {
+    RotaryTable table(r, 1 << 26, 1 << 26, cpu_device());
+    ADD_FAILURE() << "no error";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::kOutOfMemory);
+    EXPECT_NE(std::string(e.what()).find("shorter maximum sequence length"), std::string::npos) << e.what();
   }
 }
 

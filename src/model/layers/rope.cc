@@ -1,15 +1,19 @@
 #include "model/layers/rope.h"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <cstring>
 #include <numbers>
 
 #include "backend/backend.h"
+#include "core/checked.h"
 #include "core/error.h"
 
 namespace pagoda::model {
 namespace {
+
+constexpr uint64_t kMaxTableBytes = uint64_t{2} << 30;
 
 // transformers builds base ** (arange(0, dim, 2) / dim) in float32 with a float32 base.
 float power_f32(double base, int64_t i, int64_t dim) {
@@ -153,6 +157,14 @@ RotaryTable::RotaryTable(const RopeConfig& rope, int64_t max_position_embeddings
   const auto attention_factor = static_cast<float>(rope_.attention_factor);
   const bool longrope = rope_.type == RopeType::kLongRope;
   const int64_t rows = longrope ? 2 * max_positions : max_positions;
+  // Both factors come from the model file: refuse a table no real model needs before allocating.
+  const auto bytes = checked_product(std::array<int64_t, 3>{rows, dim, int64_t{sizeof(float)}});
+  if (!bytes || *bytes > kMaxTableBytes) {
+    fail(ErrorCode::kOutOfMemory,
+         "a rotary table for {} positions of {} dimensions is over the {} MiB limit; ask for a shorter maximum "
+         "sequence length",
+         max_positions, dim, kMaxTableBytes >> 20);
+  }
   host_table_.assign(static_cast<size_t>(rows * dim), 0.0f);
   const auto row_span = [&](int64_t first, int64_t count) {
     return std::span<float>(host_table_).subspan(static_cast<size_t>(first * dim), static_cast<size_t>(count * dim));
