@@ -2,6 +2,7 @@
 
 #include <fmt/ranges.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 #include <new>
@@ -133,7 +134,11 @@ Shape Tensor::contiguous_strides(const Shape& shape) {
   int64_t s = 1;
   for (int i = shape.ndim() - 1; i >= 0; --i) {
     strides[i] = s;
-    s *= shape[i];
+    // A zero dimension makes the element count 0, but the strides of the dimensions outside it
+    // still multiply the others: refuse shapes whose strides cannot be represented.
+    if (__builtin_mul_overflow(s, std::max<int64_t>(shape[i], 1), &s)) {
+      fail(ErrorCode::kInvalidArgument, "shape {} has strides that overflow", shape.str());
+    }
   }
   return strides;
 }

@@ -89,6 +89,12 @@ TEST(Tensor, QuantizedGeometry) {
   EXPECT_EQ(static_cast<const uint8_t*>(second.raw_data()) - static_cast<const uint8_t*>(q.raw_data()), 144);
 }
 
+TEST(Tensor, StridesThatOverflowAreRefused) {
+  // No elements, yet the outer stride is 2^80: refused instead of overflowing.
+  EXPECT_THROW((void)Tensor::empty({1ll << 40, 0, 1ll << 40}, DType::kF32), Error);
+  EXPECT_EQ(Tensor::empty({0, 1ll << 20}, DType::kF32).numel(), 0);
+}
+
 TEST(Tensor, BorrowedAndMapped) {
   std::vector<uint8_t> bytes(64);
   for (size_t i = 0; i < bytes.size(); ++i)

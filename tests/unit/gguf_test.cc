@@ -214,6 +214,11 @@ TEST(Gguf, RejectsBadTensors) {
     EXPECT_NE(parse_error(w.bytes()).find("overflows"), std::string::npos);
   }
   {
+    GgufWriter w;  // zero elements, but the other dimensions' strides overflow (a fuzzer finding)
+    w.add_tensor("t", {1ull << 40, 0, 1ull << 40}, 0, data);
+    EXPECT_NE(parse_error(w.bytes()).find("overflows"), std::string::npos);
+  }
+  {
     GgufWriter w;
     w.add_tensor("t", {33}, 2, data);  // q4_0 rows need multiples of 32
     EXPECT_NE(parse_error(w.bytes()).find("whole number of q4_0 blocks"), std::string::npos);

@@ -391,7 +391,12 @@ File File::parse(std::shared_ptr<const MappedFile> mapped, const Limits& limits)
     uint64_t offset = r.read<uint64_t>("tensor offset");
 
     auto numel = checked_product(std::span<const int64_t>(ne, n_dims));
-    if (!numel || *numel > static_cast<uint64_t>(INT64_MAX)) {
+    // With a zero dimension the count is 0, yet the other dimensions still set the strides.
+    int64_t nonzero[kMaxDims];
+    for (uint32_t d = 0; d < n_dims; ++d)
+      nonzero[d] = std::max<int64_t>(ne[d], 1);
+    auto extent = checked_product(std::span<const int64_t>(nonzero, n_dims));
+    if (!numel || *numel > static_cast<uint64_t>(INT64_MAX) || !extent || *extent > static_cast<uint64_t>(INT64_MAX)) {
       r.bad(fmt::format("tensor '{}' has an element count that overflows", info.name));
     }
     if (ne[0] % dtype_block_size(info.dtype) != 0) {
