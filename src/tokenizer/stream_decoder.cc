@@ -10,11 +10,29 @@ std::string StreamDecoder::push(uint32_t id) {
   if (skip_special_ && tok_->is_special(id)) return {};
   window_.push_back(*tok);
   is_byte_.push_back(tok_->decodes_byte_fallback() && tok_->is_byte_token(id));
-  return release(false);
+  all_.push_back(*tok);
+  return checked(release(false));
+}
+
+std::string StreamDecoder::checked(std::string piece) {
+  if (piece.empty()) return piece;
+  const std::string full = tok_->decode_tokens(all_);
+  if (full.size() >= emitted_.size() + piece.size() && full.compare(0, emitted_.size(), emitted_) == 0 &&
+      full.compare(emitted_.size(), piece.size(), piece) == 0) {
+    emitted_ += piece;
+    return piece;
+  }
+  return {};  // the window's view disagrees with the whole stream: hold until finish()
 }
 
 std::string StreamDecoder::finish() {
   std::string out = release(true);
+  const std::string full = tok_->decode_tokens(std::move(all_));
+  if (full.size() >= emitted_.size() && full.compare(0, emitted_.size(), emitted_) == 0) {
+    out = full.substr(emitted_.size());
+  }
+  all_.clear();
+  emitted_.clear();
   window_.clear();
   is_byte_.clear();
   read_ = 0;
@@ -49,6 +67,17 @@ std::string StreamDecoder::release(bool final) {
   if (hold_tail) {
     released_ += piece.size();
     return piece;
+  }
+  // Slide the window only where the rules that touch the start of a decode cancel out: the new
+  // prefix must decode alone to exactly the text it gave in context. Otherwise (for example a
+  // Metaspace and a Strip that both remove leading spaces) keep decoding from the window start.
+  {
+    std::vector<std::string> next(window_.begin() + static_cast<std::ptrdiff_t>(read_),
+                                  window_.begin() + static_cast<std::ptrdiff_t>(end));
+    if (tok_->decode_tokens(std::move(next)) != std::string_view(text).substr(prefix_text_.size())) {
+      released_ += piece.size();
+      return piece;
+    }
   }
   // Everything up to `end` is out: slide the window so [old boundary, end) becomes the prefix.
   window_.erase(window_.begin(), window_.begin() + static_cast<std::ptrdiff_t>(read_));

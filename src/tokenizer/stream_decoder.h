@@ -41,6 +41,12 @@ class StreamDecoder {
   size_t read_ = 0;                  // window_[0:read_] decodes to prefix_text_
   std::string prefix_text_;
   size_t released_ = 0;  // bytes released beyond prefix_text_ while a trailing U+FFFD is held
+  // Every token of the stream and every byte released so far: a piece goes out only if it extends
+  // the decode of the whole stream, and finish() releases the rest of that decode, so the pieces
+  // always add up to Tokenizer::decode whatever the decoder chain does.
+  std::vector<std::string> all_;
+  std::string emitted_;
+  [[nodiscard]] std::string checked(std::string piece);
 };
 
 }  // namespace pagoda::tokenizer

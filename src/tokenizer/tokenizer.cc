@@ -150,6 +150,10 @@ bool Tokenizer::is_byte_token(uint32_t id) const {
 }
 
 std::string Tokenizer::decode_tokens(std::vector<std::string> tokens) const {
+  // Nothing decodes to nothing. (A decoder chain can turn an empty list into text, e.g. Fuse then a
+  // Replace whose regex matches the empty string; streaming, which sees no token, could never
+  // produce that text, so both agree on "".)
+  if (tokens.empty()) return {};
   if (spec_.decoder == nullptr) {
     std::string out;
     for (size_t i = 0; i < tokens.size(); ++i) {
