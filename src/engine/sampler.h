@@ -1,0 +1,58 @@
+#pragma once
+
+// The engine's sampler: one pass over a step's logits (one row per sequence that samples),
+// each row with its own request's SamplingParams, in vLLM's order:
+//   logit_bias; min_tokens (EOS and stop_token_ids masked while fewer than min_tokens were
+//   generated); repetition, frequency and presence penalties; then temperature 0: the argmax
+//   (lowest id on ties), else divide by temperature, min_p, top_k, top_p, and a draw from the
+//   softmax of what is left with the row's own generator.
+// Log-probabilities are those of the model's logits (log-softmax of the raw row, before any of
+// the above), as vLLM reports them by default.
+
+#include <cstdint>
+#include <random>
+#include <span>
+#include <vector>
+
+#include "core/tensor.h"
+#include "pagoda/outputs.h"
+#include "pagoda/sampling_params.h"
+
+namespace pagoda::engine {
+
+// A sequence's random generator. Seeded per request (or from the engine's seed), so a
+// sequence's draws never depend on the other rows of the batch.
+using Generator = std::mt19937_64;
+
+struct SampleRow {
+  const SamplingParams* params = nullptr;
+  std::span<const int32_t> prompt_ids;  // for the repetition penalty
+  std::span<const int32_t> output_ids;  // generated so far (all penalties, min_tokens)
+  std::span<const int32_t> eos_ids;     // masked before min_tokens unless ignore_eos
+  Generator* generator = nullptr;
+};
+
+struct SampleResult {
+  int32_t token_id = 0;
+  // Filled when params->logprobs is set: the chosen token's and the `logprobs` most likely.
+  PositionLogprobs logprobs;
+};
+
+class Sampler {
+ public:
+  // Threads used for large batches (rows are independent; the result never depends on it).
+  explicit Sampler(int num_threads = 1);
+
+  // `logits` is (rows.size(), vocab) f32 on the host. Never fails for valid params (validated
+  // when the request was added); a row of NaNs samples token 0.
+  [[nodiscard]] std::vector<SampleResult> sample(const Tensor& logits, std::span<const SampleRow> rows);
+
+ private:
+  int num_threads_;
+};
+
+// The log-probability of `token_id` in `logits` and the `top` most likely tokens (log-softmax
+// of the row; ties ranked by lower id). For prompt_logprobs and for tests.
+[[nodiscard]] PositionLogprobs row_logprobs(std::span<const float> logits, int32_t token_id, int64_t top);
+
+}  // namespace pagoda::engine
