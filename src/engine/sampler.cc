@@ -235,7 +235,9 @@ std::vector<SampleResult> Sampler::sample(const Tensor& logits, std::span<const 
   const int64_t row_stride = logits.strides()[0];
 
   auto run = [&](size_t begin, size_t end) {
-    Scratch scratch;
+    // Kept per thread: the engine's step loop samples from the same thread every step, so the
+    // vocabulary-sized buffers are allocated once.
+    thread_local Scratch scratch;
     for (size_t r = begin; r < end; ++r) {
       const std::span<const float> row(base + static_cast<int64_t>(r) * row_stride, static_cast<size_t>(vocab));
       SampleResult& out = results[r];
