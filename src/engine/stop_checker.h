@@ -8,8 +8,9 @@
 // Which match: the first one to be complete as the text grows, i.e. the one that ends earliest
 // in the text (generation stops at the token that completes it); among those ending at the same
 // byte, the longest (the earliest start), then the first listed. This depends only on the whole
-// text, never on how it was split into pieces. Matching is bytewise; with UTF-8 stop strings and
-// UTF-8 text, released text always ends on a character boundary.
+// text, never on how it was split into pieces. Matching is bytewise; with valid UTF-8 stop
+// strings, text held back starts with a lead byte, so released text ends on a character boundary
+// whenever the pieces do.
 //
 // Each stop string keeps a Knuth-Morris-Pratt state (the longest suffix of the text that is a
 // prefix of it), so a piece costs O(piece length * number of stop strings) amortised, and the
