@@ -272,7 +272,8 @@ int run_generate(GenerateArgs& a) {
     const auto now = std::chrono::steady_clock::now();
     if (report && now - last_report > std::chrono::seconds(2)) {
       last_report = now;
-      fmt::print(stderr, "pagoda: {}/{} requests done\n", finished, total);
+      fmt::print(stderr, "pagoda: {}/{} requests done, {} tokens generated\n", finished, total,
+                 e.stats().generation_tokens);
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
