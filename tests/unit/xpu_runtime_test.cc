@@ -8,15 +8,22 @@
 
 #include <unistd.h>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
+#include <random>
 #include <string>
+#include <vector>
 
 #include "backend/backend.h"
 #include "backend/device_list.h"
+#include "backends/cpu/quant/float_convert.h"
 #include "backends/xpu/xpu_backend.h"
 #include "backends/xpu/xpu_runtime.h"
 #include "core/error.h"
+#include "ops/ops.h"
 
 namespace pagoda::test {
 namespace {
@@ -107,6 +114,97 @@ TEST(XpuRuntime, MemoryAccountingAndRoundTrip) {
   EXPECT_TRUE(b.supports(OpKind::kMatmul, DType::kBF16));
   EXPECT_FALSE(b.supports(OpKind::kMatmul, DType::kIQ2_XXS));
   EXPECT_FALSE(b.supports(OpKind::kPagedAttention, DType::kQ8_0));
+}
+
+// Decode over contexts longer than one split-K partition (256 keys): the partitions' partial
+// softmaxes must merge to exact attention. Reference: the full score matrix in double precision.
+TEST(XpuRuntime, SplitKDecodeOverLongContexts) {
+  if (!have_device()) GTEST_SKIP() << "no OpenCL device";
+  const Device dev = parse_device("xpu:0");
+  std::mt19937 rng(31);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  const int64_t heads = 4, kv_heads = 2, hs = 64, bs = 16, max_blocks = 64, num_blocks = 128;
+  const std::vector<int32_t> lens = {1000, 257, 1, 513};
+  const auto num_seqs = static_cast<int64_t>(lens.size());
+  for (const int64_t window : {int64_t{0}, int64_t{300}}) {
+    // f16 cache holding random values; the reference reads the same rounded values.
+    const int64_t cache_elems = num_blocks * kv_heads * bs * hs;
+    std::vector<float> kf(static_cast<size_t>(cache_elems)), vf(kf.size());
+    Tensor kc = Tensor::empty(Shape{num_blocks, kv_heads, bs, hs}, DType::kF16);
+    Tensor vc = Tensor::empty(Shape{num_blocks, kv_heads, bs, hs}, DType::kF16);
+    auto* kp = static_cast<uint16_t*>(kc.raw_data());
+    auto* vp = static_cast<uint16_t*>(vc.raw_data());
+    for (int64_t i = 0; i < cache_elems; ++i) {
+      kp[i] = cpu::fp32_to_fp16(uni(rng));
+      vp[i] = cpu::fp32_to_fp16(uni(rng));
+      kf[static_cast<size_t>(i)] = cpu::fp16_to_fp32(kp[i]);
+      vf[static_cast<size_t>(i)] = cpu::fp16_to_fp32(vp[i]);
+    }
+    // Each sequence gets a random permutation of blocks.
+    std::vector<int32_t> table(static_cast<size_t>(num_seqs * max_blocks));
+    std::vector<int32_t> all(static_cast<size_t>(num_blocks));
+    for (int32_t i = 0; i < num_blocks; ++i)
+      all[static_cast<size_t>(i)] = i;
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      std::shuffle(all.begin(), all.end(), rng);
+      std::copy(all.begin(), all.begin() + max_blocks, table.begin() + s * max_blocks);
+    }
+    std::vector<float> q(static_cast<size_t>(num_seqs * heads * hs));
+    for (auto& x : q)
+      x = uni(rng);
+    const float scale = 0.125f, cap = 20.0f;
+    std::vector<double> want(q.size());
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t kvh = h / (heads / kv_heads);
+        const int64_t pos = lens[static_cast<size_t>(s)] - 1;
+        const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+        std::vector<double> scores;
+        double mx = -1e300;
+        for (int64_t j = first; j <= pos; ++j) {
+          const int64_t block = table[static_cast<size_t>(s * max_blocks + j / bs)];
+          const int64_t base = ((block * kv_heads + kvh) * bs + j % bs) * hs;
+          double dot = 0.0;
+          for (int64_t d = 0; d < hs; ++d)
+            dot += static_cast<double>(q[static_cast<size_t>((s * heads + h) * hs + d)]) *
+                   kf[static_cast<size_t>(base + d)];
+          const double sc = cap * std::tanh(scale * dot / cap);
+          scores.push_back(sc);
+          mx = std::max(mx, sc);
+        }
+        double sum = 0.0;
+        for (double& sc : scores) {
+          sc = std::exp(sc - mx);
+          sum += sc;
+        }
+        for (int64_t d = 0; d < hs; ++d) {
+          double acc = 0.0;
+          for (int64_t j = first; j <= pos; ++j) {
+            const int64_t block = table[static_cast<size_t>(s * max_blocks + j / bs)];
+            const int64_t base = ((block * kv_heads + kvh) * bs + j % bs) * hs;
+            acc += scores[static_cast<size_t>(j - first)] * vf[static_cast<size_t>(base + d)];
+          }
+          want[static_cast<size_t>((s * heads + h) * hs + d)] = acc / sum;
+        }
+      }
+    }
+    Tensor hq = Tensor::empty(Shape{num_seqs, heads, hs}, DType::kF32);
+    std::memcpy(hq.raw_data(), q.data(), q.size() * sizeof(float));
+    Tensor ht = Tensor::empty(Shape{num_seqs, max_blocks}, DType::kI32);
+    std::memcpy(ht.raw_data(), table.data(), table.size() * sizeof(int32_t));
+    Tensor hl = Tensor::empty(Shape{num_seqs}, DType::kI32);
+    std::memcpy(hl.raw_data(), lens.data(), lens.size() * sizeof(int32_t));
+    Tensor out = empty_on(dev, Shape{num_seqs, heads, hs}, DType::kF32);
+    AttentionParams p;
+    p.scale = scale;
+    p.logit_softcap = cap;
+    p.sliding_window = window;
+    ops::paged_attention(out, to_device(hq, dev), to_device(kc, dev), to_device(vc, dev), kv_heads, to_device(ht, dev),
+                         to_device(hl, dev), bs, 1000, p);
+    const Tensor got = to_host(out);
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(got.data<float>()[i], want[i], 2e-5) << "window " << window << " element " << i;
+  }
 }
 
 }  // namespace
