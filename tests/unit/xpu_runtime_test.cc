@@ -207,6 +207,32 @@ TEST(XpuRuntime, SplitKDecodeOverLongContexts) {
   }
 }
 
+// Tokens that share a cache slot: the last one's key and value stay, as on the host, however the
+// device orders its work-items.
+TEST(XpuRuntime, ReshapeAndCacheLastTokenWinsASharedSlot) {
+  if (!have_device()) GTEST_SKIP() << "no OpenCL device";
+  const Device dev = parse_device("xpu:0");
+  const int64_t tokens = 64, kv_heads = 2, hs = 32;
+  Tensor key = Tensor::empty(Shape{tokens, kv_heads, hs}, DType::kF32);
+  for (int64_t i = 0; i < key.numel(); ++i)
+    key.data<float>()[i] = static_cast<float>(i / (kv_heads * hs));  // each token's rows hold its index
+  Tensor slots = Tensor::empty(Shape{tokens}, DType::kI64);
+  for (int64_t t = 0; t < tokens; ++t)
+    slots.data<int64_t>()[t] = t % 3;  // slots 0, 1, 2, each claimed by ~21 tokens
+  Tensor kc = empty_on(dev, Shape{2, kv_heads, 4, hs}, DType::kF32);
+  Tensor vc = empty_on(dev, Shape{2, kv_heads, 4, hs}, DType::kF32);
+  const Tensor dk = to_device(key, dev);
+  ops::reshape_and_cache(dk, dk, kc, vc, to_device(slots, dev));
+  const Tensor got = to_host(kc);
+  for (int64_t slot = 0; slot < 3; ++slot) {
+    const float want = static_cast<float>(tokens - 1 - ((tokens - 1 - slot) % 3));  // the last t with t % 3 == slot
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      for (int64_t d = 0; d < hs; ++d)
+        ASSERT_EQ(got.data<float>()[((0 * kv_heads + h) * 4 + slot) * hs + d], want) << "slot " << slot;
+    }
+  }
+}
+
 }  // namespace
 }  // namespace pagoda::test
 

@@ -1,6 +1,7 @@
 // xpu paged KV cache ops and attention (layout: docs/design/kv-cache.md).
 
 #include <algorithm>
+#include <unordered_map>
 #include <vector>
 
 #include "backends/xpu/ops/launch.h"
@@ -60,12 +61,27 @@ void XpuOps::reshape_and_cache(const Tensor& key, const Tensor& value, Tensor& k
            slots[t], num_slots);
     }
   }
+  // Tokens run in parallel, so two tokens given one slot would race. The host's rule is that the
+  // last one wins: earlier claimants of a slot are turned into padding (rare; only then is a
+  // corrected mapping uploaded).
+  std::unordered_map<int64_t, int64_t> last;
+  std::vector<int64_t> winners;
+  for (int64_t t = 0; t < tokens; ++t) {
+    if (slots[t] < 0) continue;
+    auto [it, fresh] = last.try_emplace(slots[t], t);
+    if (!fresh) {
+      if (winners.empty()) winners = slots;
+      winners[static_cast<size_t>(it->second)] = -1;
+      it->second = t;
+    }
+  }
+  const Tensor deduplicated = winners.empty() ? Tensor() : upload_vector(rt_, winners, DType::kI64);
   Launch(rt_, "reshape_and_cache")
       .tensor(key)
       .tensor(value)
       .tensor(key_cache)
       .tensor(value_cache)
-      .tensor(slot_mapping)
+      .tensor(winners.empty() ? slot_mapping : deduplicated)
       .i32(cache_code(key_cache.dtype()))
       .i32(kv_heads)
       .i32(block_size)
