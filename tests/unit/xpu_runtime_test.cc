@@ -233,6 +233,45 @@ TEST(XpuRuntime, ReshapeAndCacheLastTokenWinsASharedSlot) {
   }
 }
 
+// Checked request indices are kept on the host between ops of one step; rewriting the tensor
+// (copy() from the host, or an op writing integers) must make the next op check the new values.
+TEST(XpuRuntime, RewrittenIndicesAreCheckedAgain) {
+  if (!have_device()) GTEST_SKIP() << "no OpenCL device";
+  const Device dev = parse_device("xpu:0");
+  Backend& b = backend_for(dev);
+  Tensor table = Tensor::empty(Shape{4, 8}, DType::kF32);
+  for (int64_t i = 0; i < 32; ++i)
+    table.data<float>()[i] = static_cast<float>(i);
+  const Tensor dtable = to_device(table, dev);
+  Tensor ids = Tensor::empty(Shape{2}, DType::kI32);
+  ids.data<int32_t>()[0] = 1;
+  ids.data<int32_t>()[1] = 2;
+  Tensor dids = to_device(ids, dev);
+  Tensor out = empty_on(dev, Shape{2, 8}, DType::kF32);
+  ops::embedding(out, dids, dtable);
+  EXPECT_EQ(to_host(out).data<float>()[8], 16.0f);
+  ids.data<int32_t>()[1] = 4;  // now outside the table
+  b.copy(dids, ids);
+  try {
+    ops::embedding(out, dids, dtable);
+    ADD_FAILURE() << "stale indices were used";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ids[1] = 4"), std::string::npos) << e.what();
+  }
+  // argmax rewrites an i32 tensor on the device; an embedding reading it sees the new ids.
+  ids.data<int32_t>()[1] = 0;
+  b.copy(dids, ids);
+  ops::embedding(out, dids, dtable);
+  Tensor logits = Tensor::empty(Shape{2, 4}, DType::kF32);
+  for (int64_t i = 0; i < 8; ++i)
+    logits.data<float>()[i] = i == 3 || i == 6 ? 1.0f : 0.0f;  // row 0 -> 3, row 1 -> 2
+  ops::argmax(dids, to_device(logits, dev));
+  ops::embedding(out, dids, dtable);
+  const Tensor got = to_host(out);
+  EXPECT_EQ(got.data<float>()[0], 24.0f);
+  EXPECT_EQ(got.data<float>()[8], 16.0f);
+}
+
 }  // namespace
 }  // namespace pagoda::test
 

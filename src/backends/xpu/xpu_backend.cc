@@ -71,6 +71,7 @@ void XpuBackend::copy(Tensor& dst, const Tensor& src) {
   if (!dst.storage()->writable()) fail(ErrorCode::kInvalidArgument, "copy: destination {} is read-only", dst.str());
   const uint64_t n = src.nbytes();
   if (n == 0) return;
+  if (dst_here) rt_.invalidate_host_copies();  // device contents change: checked indices may be stale
   // Blocking transfers: the host side may be released as soon as this returns.
   if (dst_here && src_host) {
     check_cl(clEnqueueWriteBuffer(rt_.queue(), mem_of(dst), CL_TRUE, dst.byte_offset(), n, src.raw_data(), 0, nullptr,

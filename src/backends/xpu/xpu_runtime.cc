@@ -325,7 +325,31 @@ std::shared_ptr<Storage> XpuRuntime::allocate(uint64_t nbytes) {
   }
   check_cl(rc, "clCreateBuffer");
   allocated_->fetch_add(nbytes);
-  return std::make_shared<XpuStorage>(std::move(mem), nbytes, device_, allocated_);
+  return std::make_shared<XpuStorage>(std::move(mem), nbytes, device_, allocated_, next_serial_.fetch_add(1));
+}
+
+std::vector<uint8_t> XpuRuntime::host_copy(const Tensor& t) {
+  auto* storage = dynamic_cast<XpuStorage*>(t.storage().get());
+  if (storage == nullptr) fail(ErrorCode::kInvalidArgument, "xpu: {} is not xpu device memory", t.str());
+  const HostCopyKey key{storage->serial(), t.byte_offset(), t.nbytes()};
+  std::lock_guard lock(host_copies_mutex_);
+  auto it = host_copies_.find(key);
+  if (it != host_copies_.end()) return it->second;
+  // Index tensors are small; a cap keeps a long run of distinct ones from growing the map.
+  constexpr size_t kMaxEntries = 64;
+  if (host_copies_.size() >= kMaxEntries) host_copies_.clear();
+  std::vector<uint8_t> bytes(t.nbytes());
+  if (!bytes.empty()) {
+    check_cl(clEnqueueReadBuffer(queue_.get(), storage->mem(), CL_TRUE, t.byte_offset(), bytes.size(), bytes.data(), 0,
+                                 nullptr, nullptr),
+             "clEnqueueReadBuffer");
+  }
+  return host_copies_.emplace(key, std::move(bytes)).first->second;
+}
+
+void XpuRuntime::invalidate_host_copies() {
+  std::lock_guard lock(host_copies_mutex_);
+  host_copies_.clear();
 }
 
 cl_mem mem_of(const Tensor& t) {

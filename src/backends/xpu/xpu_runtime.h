@@ -52,8 +52,9 @@ struct OrderedDevice {
 // Device memory of the xpu backend.
 class XpuStorage final : public Storage {
  public:
-  XpuStorage(ClMem mem, uint64_t nbytes, Device device, std::shared_ptr<std::atomic<uint64_t>> allocated)
-      : mem_(std::move(mem)), nbytes_(nbytes), device_(device), allocated_(std::move(allocated)) {}
+  XpuStorage(ClMem mem, uint64_t nbytes, Device device, std::shared_ptr<std::atomic<uint64_t>> allocated,
+             uint64_t serial)
+      : mem_(std::move(mem)), nbytes_(nbytes), device_(device), allocated_(std::move(allocated)), serial_(serial) {}
   ~XpuStorage() override;
   [[nodiscard]] void* data() override { return nullptr; }
   [[nodiscard]] uint64_t nbytes() const override { return nbytes_; }
@@ -61,12 +62,15 @@ class XpuStorage final : public Storage {
   [[nodiscard]] StorageKind kind() const override { return StorageKind::kDevice; }
   [[nodiscard]] bool writable() const override { return true; }
   [[nodiscard]] cl_mem mem() const { return mem_.get(); }
+  // Unique per allocation in this process (a cl_mem value can be reused after a release).
+  [[nodiscard]] uint64_t serial() const { return serial_; }
 
  private:
   ClMem mem_;
   uint64_t nbytes_;
   Device device_;
   std::shared_ptr<std::atomic<uint64_t>> allocated_;  // the runtime's count, shared: either may go first
+  uint64_t serial_;
 };
 
 class XpuRuntime {
@@ -81,6 +85,13 @@ class XpuRuntime {
 
   [[nodiscard]] std::shared_ptr<Storage> allocate(uint64_t nbytes);
   [[nodiscard]] uint64_t allocated() const { return *allocated_; }
+
+  // The bytes of a small device tensor on the host (a blocking read). Request indices are read
+  // this way to be checked before a kernel uses them; the layers of one step share the same index
+  // tensors, so a copy is kept until something may have rewritten device integers: a copy() into
+  // device memory or an op with an integer output calls invalidate_host_copies().
+  [[nodiscard]] std::vector<uint8_t> host_copy(const Tensor& t);
+  void invalidate_host_copies();
 
   // The kernel called `name` of the program (created once, then reused).
   [[nodiscard]] cl_kernel kernel(const std::string& name);
@@ -104,6 +115,13 @@ class XpuRuntime {
   std::mutex kernels_mutex_;
   std::map<std::string, ClKernel> kernels_;
   std::shared_ptr<std::atomic<uint64_t>> allocated_ = std::make_shared<std::atomic<uint64_t>>(0);
+  std::atomic<uint64_t> next_serial_{1};
+  struct HostCopyKey {
+    uint64_t serial, offset, nbytes;
+    auto operator<=>(const HostCopyKey&) const = default;
+  };
+  std::mutex host_copies_mutex_;
+  std::map<HostCopyKey, std::vector<uint8_t>> host_copies_;
 };
 
 // The build options and full source text the program is made from (exposed for the cache key

@@ -123,6 +123,7 @@ void XpuOps::swap_blocks(const Tensor& src, Tensor& dst, const Tensor& block_map
   if (block_bytes == 0) return;
   const bool src_host = src.device().kind == DeviceKind::kCpu;
   const bool dst_host = dst.device().kind == DeviceKind::kCpu;
+  if (!dst_host) rt_.invalidate_host_copies();
   for (size_t p = 0; p < mapping.size() / 2; ++p) {
     const uint64_t from = static_cast<uint64_t>(mapping[2 * p]) * block_bytes;
     const uint64_t to = static_cast<uint64_t>(mapping[2 * p + 1]) * block_bytes;

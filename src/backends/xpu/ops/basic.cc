@@ -170,6 +170,7 @@ void XpuOps::gather_rows(Tensor& out, const Tensor& x, const Tensor& indices) {
   }
   const uint64_t row_bytes = *dtype_row_bytes(x.dtype(), x.dim(1));
   if (n == 0 || row_bytes == 0) return;
+  rt_.invalidate_host_copies();  // an op with an integer (or any-dtype) output
   Launch(rt_, "gather_rows")
       .tensor(out)
       .tensor(x)
@@ -180,6 +181,7 @@ void XpuOps::gather_rows(Tensor& out, const Tensor& x, const Tensor& indices) {
 }
 
 void XpuOps::argmax(Tensor& out, const Tensor& logits) {
+  rt_.invalidate_host_copies();  // writes integers
   const int64_t rows = logits.dim(0);
   const int64_t vocab = logits.dim(1);
   Launch(rt_, "argmax")
@@ -190,6 +192,7 @@ void XpuOps::argmax(Tensor& out, const Tensor& logits) {
 }
 
 void XpuOps::topk_softmax(Tensor& topk_weights, Tensor& topk_ids, const Tensor& gating, bool renormalize) {
+  rt_.invalidate_host_copies();  // writes integers
   const int64_t tokens = gating.dim(0);
   const int64_t experts = gating.dim(1);
   const int64_t k = topk_weights.dim(1);

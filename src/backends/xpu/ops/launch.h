@@ -6,6 +6,7 @@
 
 #include <array>
 #include <cstdint>
+#include <cstring>
 #include <vector>
 
 #include "backends/xpu/xpu_runtime.h"
@@ -52,15 +53,12 @@ class Launch {
   cl_uint arg_ = 0;
 };
 
-// A device tensor's contents on the host (blocking; for small index tensors).
+// A device tensor's contents on the host, for small index tensors (see XpuRuntime::host_copy).
 template <typename T>
 [[nodiscard]] std::vector<T> read_back(XpuRuntime& rt, const Tensor& t) {
-  std::vector<T> out(static_cast<size_t>(t.numel()));
-  if (!out.empty()) {
-    check_cl(clEnqueueReadBuffer(rt.queue(), mem_of(t), CL_TRUE, t.byte_offset(), out.size() * sizeof(T), out.data(), 0,
-                                 nullptr, nullptr),
-             "clEnqueueReadBuffer");
-  }
+  const std::vector<uint8_t> bytes = rt.host_copy(t);
+  std::vector<T> out(bytes.size() / sizeof(T));
+  if (!out.empty()) std::memcpy(out.data(), bytes.data(), out.size() * sizeof(T));
   return out;
 }
 
