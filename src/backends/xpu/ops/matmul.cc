@@ -26,11 +26,19 @@ void XpuOps::gemm(cl_mem out, uint64_t out_off, cl_mem x, uint64_t x_off, int64_
   } else {
     launch.mem(out).u64(out_off).i32(0);
   }
-  launch.i32(weight_code(wtype))
-      .i32(m)
-      .i32(n)
-      .i32(k)
-      .run({static_cast<size_t>(n) * lws, (static_cast<size_t>(m) + kTile - 1) / kTile, 1}, {lws, 1, 1}, 2);
+  launch.i32(weight_code(wtype)).i32(m).i32(n).i32(k);
+  size_t groups = static_cast<size_t>(n);
+  if (!sg) {
+    // About two 32-element chunks per item: a row of 576 gets 8 items, and a work-group 8 rows.
+    const int64_t chunks = (k + 31) / 32;
+    int64_t lanes = 1;
+    while (lanes * 2 <= std::min<int64_t>(static_cast<int64_t>(kLws), chunks / 2))
+      lanes *= 2;
+    launch.i32(lanes);
+    const auto rows = static_cast<size_t>(static_cast<int64_t>(kLws) / lanes);
+    groups = (static_cast<size_t>(n) + rows - 1) / rows;
+  }
+  launch.run({groups * lws, (static_cast<size_t>(m) + kTile - 1) / kTile, 1}, {lws, 1, 1}, 2);
 }
 
 void XpuOps::matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias) {
