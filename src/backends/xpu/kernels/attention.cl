@@ -23,14 +23,20 @@ kernel void reshape_and_cache(global const float* key, ulong k_off, global const
 }
 
 #define MAX_HEAD 256
+#define ATT_LWS 64
+#define ATT_DIMS (MAX_HEAD / ATT_LWS)  // output dimensions per work-item
 
 // Attention of one query (token t, head h) to the keys of partition `part` of its causal (and
-// windowed) range, with an online softmax: a running maximum m, a running sum l of exp(score -
-// m) and an unnormalised output acc, rescaled whenever m grows. No score matrix exists.
+// windowed) range. A work-group of ATT_LWS items takes the keys ATT_LWS at a time: each item
+// scores one key, the group finds the tile's maximum and sum, and then each item accumulates its
+// own output dimensions over the tile's values (reads of consecutive dimensions, coalesced).
+// Online softmax across tiles: a running maximum m, a running sum l of exp(score - m) and an
+// unnormalised output, rescaled whenever m grows. No score matrix exists beyond one tile.
 //
-// Global (num_heads, tokens, partitions). Decode is the case cu_query_lens == null (token t is
-// sequence t, one query each). With one partition the normalised row goes to `out`; with more,
-// each partition leaves (m, l, acc) in `part_ml` / `part_acc` for attention_combine.
+// Global (num_heads * ATT_LWS, tokens, partitions), local (ATT_LWS, 1, 1). Decode is the case
+// has_cu == 0 (token t is sequence t, one query each). With one partition the normalised row goes
+// to `out`; with more, each partition leaves (m, l, acc) in `part_ml` / `part_acc` for
+// attention_combine.
 kernel void attention(global float* out, ulong out_off, global const float* query, ulong q_off,
                       global const uchar* key_cache, ulong kc_off, global const uchar* value_cache, ulong vc_off,
                       int dtype, global const int* block_tables, ulong bt_off, int max_blocks,
@@ -39,10 +45,14 @@ kernel void attention(global float* out, ulong out_off, global const float* quer
                       int num_blocks, float scale, int window, float softcap, global const float* alibi,
                       ulong alibi_off, int has_alibi, int partition_size, global float* part_ml,
                       global float* part_acc) {
-  const int h = get_global_id(0);
-  const int t = get_global_id(1);
-  const int part = get_global_id(2);
-  const int parts = get_global_size(2);
+  local float qs[MAX_HEAD];
+  local float ps[ATT_LWS];
+  local float red[ATT_LWS];
+  const int lid = get_local_id(0);
+  const int h = get_group_id(0);
+  const int t = get_group_id(1);
+  const int part = get_group_id(2);
+  const int parts = get_num_groups(2);
   int s = t;
   int pos;
   if (has_cu) {
@@ -58,15 +68,14 @@ kernel void attention(global float* out, ulong out_off, global const float* quer
   } else {
     pos = CPTR(int, seq_lens, sl_off)[s] - 1;
   }
-  const int group = num_heads / kv_heads;
-  const int kvh = h / group;
+  const int kvh = h / (num_heads / kv_heads);
   global const float* q = CPTR(float, query, q_off) + ((long)t * num_heads + h) * head_size;
-  float qv[MAX_HEAD];
-  float acc[MAX_HEAD];
-  for (int d = 0; d < head_size; ++d) {
-    qv[d] = q[d];
-    acc[d] = 0.0f;
-  }
+  for (int d = lid; d < head_size; d += ATT_LWS)
+    qs[d] = q[d];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  float acc[ATT_DIMS];
+  for (int i = 0; i < ATT_DIMS; ++i)
+    acc[i] = 0.0f;
   float m = -INFINITY;
   float l = 0.0f;
   int first = window > 0 ? max(0, pos - window + 1) : 0;
@@ -77,39 +86,72 @@ kernel void attention(global float* out, ulong out_off, global const float* quer
   global const int* table = CPTR(int, block_tables, bt_off) + (long)s * max_blocks;
   global const uchar* kc = key_cache + kc_off;
   global const uchar* vc = value_cache + vc_off;
-  for (int j = first; j <= last; ++j) {
-    const int block = clamp(table[j / block_size], 0, num_blocks - 1);
-    const long base = (((long)block * kv_heads + kvh) * block_size + j % block_size) * head_size;
-    float dot = 0.0f;
-    for (int d = 0; d < head_size; ++d)
-      dot += qv[d] * load_elem(kc, dtype, base + d);
-    float score = scale * dot;
-    if (softcap > 0.0f) score = softcap * tanh(score / softcap);
-    score += slope * (float)(j - pos);
-    if (score > m) {
-      const float r = exp(m - score);  // 0 on the first key
-      l *= r;
+  for (int base = first; base <= last; base += ATT_LWS) {  // uniform across the work-group
+    const int j = base + lid;
+    float score = -INFINITY;
+    if (j <= last) {
+      const int block = clamp(table[j / block_size], 0, num_blocks - 1);
+      const long at = (((long)block * kv_heads + kvh) * block_size + j % block_size) * head_size;
+      float dot = 0.0f;
       for (int d = 0; d < head_size; ++d)
-        acc[d] *= r;
-      m = score;
+        dot += qs[d] * load_elem(kc, dtype, at + d);
+      score = scale * dot;
+      if (softcap > 0.0f) score = softcap * tanh(score / softcap);
+      score += slope * (float)(j - pos);
     }
-    const float p = exp(score - m);
-    l += p;
-    for (int d = 0; d < head_size; ++d)
-      acc[d] += p * load_elem(vc, dtype, base + d);
+    red[lid] = score;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int stride = ATT_LWS / 2; stride > 0; stride /= 2) {
+      if (lid < stride) red[lid] = fmax(red[lid], red[lid + stride]);
+      barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float new_m = fmax(m, red[0]);
+    barrier(CLK_LOCAL_MEM_FENCE);
+    if (new_m == -INFINITY) continue;  // the same for every item: nothing but -inf so far
+    const float p = j <= last ? exp(score - new_m) : 0.0f;
+    ps[lid] = p;
+    red[lid] = p;
+    barrier(CLK_LOCAL_MEM_FENCE);
+    for (int stride = ATT_LWS / 2; stride > 0; stride /= 2) {
+      if (lid < stride) red[lid] += red[lid + stride];
+      barrier(CLK_LOCAL_MEM_FENCE);
+    }
+    const float r = exp(m - new_m);  // 0 on the first tile
+    l = l * r + red[0];
+    for (int i = 0; i < ATT_DIMS; ++i)
+      acc[i] *= r;
+    const int count = min(ATT_LWS, last - base + 1);
+    for (int kk = 0; kk < count; ++kk) {
+      const int jj = base + kk;
+      const int block = clamp(table[jj / block_size], 0, num_blocks - 1);
+      const long at = (((long)block * kv_heads + kvh) * block_size + jj % block_size) * head_size;
+      const float pk = ps[kk];
+      for (int i = 0; i < ATT_DIMS; ++i) {
+        const int d = lid + i * ATT_LWS;
+        if (d < head_size) acc[i] += pk * load_elem(vc, dtype, at + d);
+      }
+    }
+    m = new_m;
+    barrier(CLK_LOCAL_MEM_FENCE);  // ps and red are rewritten by the next tile
   }
   const long row = (long)t * num_heads + h;
   if (parts == 1) {
     const float inv = l > 0.0f ? 1.0f / l : 0.0f;
     global float* o = PTR(float, out, out_off) + row * head_size;
-    for (int d = 0; d < head_size; ++d)
-      o[d] = acc[d] * inv;
+    for (int i = 0; i < ATT_DIMS; ++i) {
+      const int d = lid + i * ATT_LWS;
+      if (d < head_size) o[d] = acc[i] * inv;
+    }
   } else {
     const long slot = row * parts + part;
-    part_ml[2 * slot] = m;
-    part_ml[2 * slot + 1] = l;
-    for (int d = 0; d < head_size; ++d)
-      part_acc[slot * head_size + d] = acc[d];
+    if (lid == 0) {
+      part_ml[2 * slot] = m;
+      part_ml[2 * slot + 1] = l;
+    }
+    for (int i = 0; i < ATT_DIMS; ++i) {
+      const int d = lid + i * ATT_LWS;
+      if (d < head_size) part_acc[slot * head_size + d] = acc[i];
+    }
   }
 }
 

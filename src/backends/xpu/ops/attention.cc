@@ -13,6 +13,7 @@ namespace {
 
 constexpr int64_t kMaxHead = 256;        // MAX_HEAD in kernels/attention.cl
 constexpr int64_t kPartitionSize = 256;  // keys per split-K partition of decode attention
+constexpr size_t kAttentionLws = 64;     // ATT_LWS
 
 void check_mapping(const char* op, const std::vector<int64_t>& m, int64_t src_blocks, int64_t dst_blocks) {
   for (size_t p = 0; p < m.size() / 2; ++p) {
@@ -190,7 +191,9 @@ void launch_attention(XpuRuntime& rt, const AttentionCall& c, const AttentionPar
       .i32(parts > 1 ? kPartitionSize : (int64_t{1} << 30))
       .mem(parts > 1 ? mem_of(part_ml) : mem_of(stand_in))
       .mem(parts > 1 ? mem_of(part_acc) : mem_of(stand_in));
-  launch.run({static_cast<size_t>(c.num_heads), static_cast<size_t>(c.tokens), static_cast<size_t>(parts)});
+  launch.run(
+      {static_cast<size_t>(c.num_heads) * kAttentionLws, static_cast<size_t>(c.tokens), static_cast<size_t>(parts)},
+      {kAttentionLws, 1, 1});
   if (parts > 1) {
     Launch(rt, "attention_combine")
         .tensor(*c.out)
