@@ -214,7 +214,11 @@ XpuRuntime::XpuRuntime(int index) {
   context_ = ClContext(clCreateContext(props, 1, &id_, nullptr, nullptr, &rc));
   check_cl(rc, "clCreateContext");
   // One in-order queue: ops run in the order they were enqueued, as the op contract assumes.
+  // clCreateCommandQueue (deprecated in OpenCL 2.0) because OpenCL 1.2 devices have no other.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   queue_ = ClQueue(clCreateCommandQueue(context_.get(), id_, 0, &rc));
+#pragma GCC diagnostic pop
   check_cl(rc, "clCreateCommandQueue");
   // Subgroup kernels need both the shuffles and a way to require a subgroup size of 16.
   subgroup_paths_ =

@@ -118,7 +118,7 @@ class XpuRuntime {
   std::atomic<uint64_t> next_serial_{1};
   struct HostCopyKey {
     uint64_t serial, offset, nbytes;
-    auto operator<=>(const HostCopyKey&) const = default;
+    auto operator<=>(const HostCopyKey&) const = default;  // NOLINT(modernize-use-nullptr): a false positive on <=>
   };
   std::mutex host_copies_mutex_;
   std::map<HostCopyKey, std::vector<uint8_t>> host_copies_;

@@ -20,7 +20,7 @@ class Launch {
  public:
   Launch(XpuRuntime& rt, const char* name) : rt_(rt), kernel_(rt.kernel(name)), name_(name) {}
 
-  Launch& mem(cl_mem m) { return set(sizeof m, &m); }
+  Launch& mem(cl_mem m) { return set(sizeof m, &m); }  // NOLINT(bugprone-sizeof-expression): OpenCL wants the handle
   Launch& tensor(const Tensor& t) { return mem(mem_of(t)).u64(t.byte_offset()); }
   // An optional tensor: a stand-in buffer when absent (the kernel is told not to read it).
   Launch& tensor_or(const Tensor* t, const Tensor& stand_in) { return tensor(t != nullptr ? *t : stand_in); }
