@@ -23,6 +23,17 @@
 #include "worker/model_runner.h"
 #include "worker/static_batch.h"
 
+#if defined(__SANITIZE_ADDRESS__)
+#define PAGODA_TEST_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define PAGODA_TEST_ASAN 1
+#endif
+#endif
+#ifndef PAGODA_TEST_ASAN
+#define PAGODA_TEST_ASAN 0
+#endif
+
 namespace pagoda {
 namespace {
 
@@ -194,7 +205,7 @@ TEST(Engine, GreedyOutputIsTheSameAloneAndAmongSixtyThreeOthers) {
 
 TEST(Engine, XpuGreedyOutputIsTheSameAloneAndAmongSixtyThreeOthers) {
 #if PAGODA_HAS_XPU
-#if defined(__SANITIZE_ADDRESS__) || (defined(__has_feature) && __has_feature(address_sanitizer))
+#if PAGODA_TEST_ASAN
   // Under the sanitizers PoCL runs about ten times slower: four models that cover dense, sliding
   // window and soft-cap, longrope and MoE here; the release build's run covers every model.
   std::cout << "[ NOTE     ] sanitizer build: xpu batch invariance on 4 of the golden models\n";
