@@ -3,12 +3,34 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <chrono>
+
+#if defined(__x86_64__) || defined(__i386__)
+#include <immintrin.h>
+#endif
 
 namespace pagoda::cpu {
 
 namespace {
 // Set on pool workers and on a caller while it runs a job, so nested calls run inline.
 thread_local bool t_inside_pool = false;
+
+// How long an idle worker spins before it sleeps: longer than the gaps between the ops of a step.
+constexpr int64_t kSpinMicros = 100;
+// How long the caller spins on the workers before it sleeps until the last one finishes (on a
+// busy machine a worker may be descheduled for milliseconds; spinning would only delay it).
+constexpr int64_t kCallerSpinMicros = 20;
+
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+  _mm_pause();
+#endif
+}
+
+int64_t now_micros() {
+  return std::chrono::duration_cast<std::chrono::microseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
 }  // namespace
 
 int available_cpus() {
@@ -31,7 +53,7 @@ ThreadPool::ThreadPool(int num_threads) {
 ThreadPool::~ThreadPool() {
   {
     std::lock_guard lock(mutex_);
-    stop_ = true;
+    stop_.store(true);
   }
   work_cv_.notify_all();
   for (auto& t : workers_)
@@ -58,16 +80,30 @@ void ThreadPool::worker_loop() {
   t_inside_pool = true;
   uint64_t seen = 0;
   for (;;) {
-    {
-      std::unique_lock lock(mutex_);
-      work_cv_.wait(lock, [&] { return stop_ || generation_ != seen; });
-      if (stop_) return;
-      seen = generation_;
+    uint64_t g = generation_.load(std::memory_order_acquire);
+    if (g == seen) {
+      const int64_t until = now_micros() + kSpinMicros;
+      for (int i = 1; g == seen && !stop_.load(std::memory_order_relaxed); ++i) {
+        cpu_relax();
+        g = generation_.load(std::memory_order_acquire);
+        if (i % 64 == 0 && now_micros() > until) break;
+      }
     }
+    if (g == seen) {
+      std::unique_lock lock(mutex_);
+      sleepers_.fetch_add(1);
+      work_cv_.wait(lock, [&] {
+        g = generation_.load(std::memory_order_acquire);
+        return stop_.load() || g != seen;
+      });
+      sleepers_.fetch_sub(1);
+    }
+    if (stop_.load()) return;
+    seen = g;
     run_chunks();
-    {
+    if (pending_workers_.fetch_sub(1) == 1 && caller_waiting_.load()) {
       std::lock_guard lock(mutex_);
-      if (--pending_workers_ == 0) done_cv_.notify_one();
+      done_cv_.notify_one();
     }
   }
 }
@@ -84,25 +120,37 @@ void ThreadPool::parallel_for(int64_t n, int64_t grain, const RangeFn& fn) {
     fn(0, n);
     return;
   }
+  fn_ = &fn;
+  n_ = n;
+  chunk_ = chunk;
+  next_.store(0, std::memory_order_relaxed);
+  error_ = nullptr;
+  pending_workers_.store(static_cast<int>(workers_.size()), std::memory_order_relaxed);
   {
+    // Under the mutex, so that a worker deciding to sleep either sees the new generation or is
+    // counted in sleepers_ before it waits.
     std::lock_guard lock(mutex_);
-    fn_ = &fn;
-    n_ = n;
-    chunk_ = chunk;
-    next_.store(0, std::memory_order_relaxed);
-    error_ = nullptr;
-    pending_workers_ = static_cast<int>(workers_.size());
-    ++generation_;
+    generation_.fetch_add(1, std::memory_order_release);
   }
-  work_cv_.notify_all();
+  if (sleepers_.load() > 0) work_cv_.notify_all();
   t_inside_pool = true;
   run_chunks();
   t_inside_pool = false;
+  const int64_t until = now_micros() + kCallerSpinMicros;
+  for (int i = 1; pending_workers_.load(std::memory_order_acquire) != 0; ++i) {
+    cpu_relax();
+    if (i % 64 == 0 && now_micros() > until) {
+      std::unique_lock lock(mutex_);
+      caller_waiting_.store(true);
+      done_cv_.wait(lock, [&] { return pending_workers_.load() == 0; });
+      caller_waiting_.store(false);
+      break;
+    }
+  }
+  fn_ = nullptr;
   std::exception_ptr error;
   {
-    std::unique_lock lock(mutex_);
-    done_cv_.wait(lock, [&] { return pending_workers_ == 0; });
-    fn_ = nullptr;
+    std::lock_guard lock(mutex_);
     error = error_;
     error_ = nullptr;
   }

@@ -3,6 +3,12 @@
 // A persistent pool of worker threads for the CPU kernels. Ops split their work into index ranges
 // (output rows of a matmul, (sequence, head) pairs of attention) and the calling thread works
 // beside the pool until every range is done, so a step pays no thread start-up.
+//
+// A decode step is hundreds of short ops, so waking sleeping threads for each (a futex round trip
+// of several microseconds, more on a busy machine) would cost as much as the work. Workers
+// therefore spin for a short while (kSpinMicros) after each job before they sleep on a condition
+// variable; the caller spins briefly on the job's completion count, then sleeps until the last
+// worker wakes it (on a busy machine a descheduled worker would otherwise keep it spinning).
 
 #include <atomic>
 #include <condition_variable>
@@ -41,15 +47,17 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   std::mutex submit_mutex_;  // one job at a time
 
-  std::mutex mutex_;
+  std::mutex mutex_;  // guards sleeping on work_cv_ and error_
   std::condition_variable work_cv_;
   std::condition_variable done_cv_;
-  uint64_t generation_ = 0;  // bumped for each job; workers wait for a change
-  int pending_workers_ = 0;  // workers that have not finished the current job
-  bool stop_ = false;
+  std::atomic<bool> caller_waiting_{false};  // the caller sleeps on done_cv_
+  std::atomic<uint64_t> generation_{0};      // bumped (under mutex_) for each job; workers wait for a change
+  std::atomic<int> pending_workers_{0};      // workers that have not finished the current job
+  std::atomic<int> sleepers_{0};             // workers waiting on work_cv_
+  std::atomic<bool> stop_{false};
   std::exception_ptr error_;
 
-  // The current job, written before generation_ is bumped (under mutex_).
+  // The current job, written before generation_ is bumped.
   const RangeFn* fn_ = nullptr;
   int64_t n_ = 0;
   int64_t chunk_ = 1;

@@ -1,7 +1,18 @@
 // CPU matmul. Work is split over tiles of weight rows (and, for long batches, blocks of
-// activation rows). A tile of a non-f32 weight is dequantized once into a small thread-local
-// buffer and then dotted with every activation row of the task, so a batch reads and converts
-// each weight once; the whole weight is never converted.
+// activation rows); each task holds one weight tile against all the activation rows of its block,
+// so a step reads every weight once whatever the number of rows.
+//
+// Two ways to multiply:
+//  - float: a tile of a non-f32 weight is dequantized once into a small thread-local buffer and
+//    dotted with every activation row of the task in float32 (the whole weight is never
+//    converted). Accurate to float rounding.
+//  - integer (quantized activations, when enabled and the weight type has a kernel): each
+//    activation row is quantized to 8-bit blocks once per call and multiplied with the weight's
+//    blocks in integer arithmetic (quant/qdot.h), as ggml does. Several times faster; the
+//    activation rounding adds a relative error of about 1/254 per element.
+// Either way a row's result depends only on that row and the weight: the same kernel and the same
+// summation order whatever the number of rows or the row's place in the batch (threads split only
+// independent outputs).
 
 #include "backends/cpu/ops/matmul.h"
 
@@ -11,6 +22,7 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/quant/dequantize.h"
+#include "backends/cpu/quant/qdot.h"
 #include "backends/cpu/vec.h"
 
 namespace pagoda::cpu {
@@ -27,11 +39,58 @@ int64_t tile_rows(int64_t k) {
 
 constexpr int64_t kRowBlock = 64;  // activation rows per task
 
+void add_bias(const float* bias, int64_t j0, int64_t rows, int64_t count, float* o, int64_t ldo) {
+  if (bias == nullptr) return;
+  for (int64_t i = 0; i < count; ++i) {
+    for (int64_t j = 0; j < rows; ++j)
+      o[i * ldo + j] += bias[j0 + j];
+  }
+}
+
+void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const uint8_t* w, DType wtype, int64_t n,
+               int64_t k, const float* bias, float* out, int64_t ldo) {
+  const uint64_t row_bytes = *dtype_row_bytes(wtype, k);
+  const int64_t blocks = k / qdot::kBlock;
+  std::vector<qdot::ActBlock> xq(static_cast<size_t>(m * blocks));
+  pool.parallel_for(m, 8, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      qdot::quantize_row(x + i * ldx, xq.data() + i * blocks, k);
+  });
+  // Weight rows per tile: about 16 KiB of weight blocks, which stay in L1 while the task's
+  // activation rows pass over them four at a time.
+  const int64_t tile =
+      std::clamp<int64_t>(static_cast<int64_t>(16384 / std::max<uint64_t>(1, row_bytes)), 4, 32) & ~int64_t{3};
+  const int64_t tiles = (n + tile - 1) / tile;
+  const int64_t row_blocks = (m + kRowBlock - 1) / kRowBlock;
+  pool.parallel_for(tiles * row_blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t t = task / row_blocks;
+      const int64_t rb = task % row_blocks;
+      const int64_t j0 = t * tile;
+      const int64_t rows = std::min(tile, n - j0);
+      const int64_t i0 = rb * kRowBlock;
+      const int64_t count = std::min(kRowBlock, m - i0);
+      float* o = out + i0 * ldo + j0;
+      qdot::dot_rows(wtype, w + static_cast<uint64_t>(j0) * row_bytes, row_bytes, rows, xq.data() + i0 * blocks, blocks,
+                     count, o, ldo);
+      add_bias(bias, j0, rows, count, o, ldo);
+    }
+  });
+}
+
 }  // namespace
 
+bool uses_int8_kernel(DType wtype, int64_t k) {
+  return qdot::supports(wtype) && k > 0 && k % dtype_block_size(wtype) == 0 && k % qdot::kBlock == 0;
+}
+
 void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const void* w, DType wtype, int64_t n, int64_t k,
-          const float* bias, float* out, int64_t ldo) {
+          const float* bias, float* out, int64_t ldo, bool quantize_activations) {
   if (m == 0 || n == 0) return;
+  if (quantize_activations && uses_int8_kernel(wtype, k)) {
+    gemm_int8(pool, x, ldx, m, static_cast<const uint8_t*>(w), wtype, n, k, bias, out, ldo);
+    return;
+  }
   if (k == 0) {
     for (int64_t i = 0; i < m; ++i) {
       for (int64_t j = 0; j < n; ++j)
@@ -70,12 +129,7 @@ void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const void* 
       const int64_t count = std::min(kRowBlock, m - i0);
       float* o = out + i0 * ldo + j0;
       vec::dot_tile(x + i0 * ldx, ldx, count, wt, k, rows, k, o, ldo);
-      if (bias != nullptr) {
-        for (int64_t i = 0; i < count; ++i) {
-          for (int64_t j = 0; j < rows; ++j)
-            o[i * ldo + j] += bias[j0 + j];
-        }
-      }
+      add_bias(bias, j0, rows, count, o, ldo);
     }
   });
 }
@@ -85,7 +139,7 @@ void CpuOps::matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Te
   const int64_t n = weight.dim(0);
   const int64_t m = k == 0 ? out.numel() / std::max<int64_t>(1, n) : x.numel() / k;
   gemm(pool_, x.data<float>(), k, m, weight.raw_data(), weight.dtype(), n, k,
-       bias != nullptr ? bias->data<float>() : nullptr, out.data<float>(), n);
+       bias != nullptr ? bias->data<float>() : nullptr, out.data<float>(), n, quantize_activations_);
 }
 
 }  // namespace pagoda::cpu

@@ -11,8 +11,13 @@ namespace pagoda::cpu {
 
 // out (m, n) = x (m, k) @ w^T (+ bias (n) when not null). Rows of x are ldx floats apart and rows
 // of out ldo floats apart; w holds n rows of k elements of `wtype` (any type dequantize_row
-// supports), each dtype_row_bytes(wtype, k) bytes, back to back.
+// supports), each dtype_row_bytes(wtype, k) bytes, back to back. With `quantize_activations`,
+// weights that uses_int8_kernel() accepts are multiplied with 8-bit quantized activations in
+// integer arithmetic (see matmul.cc); other weights always take the float path.
 void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const void* w, DType wtype, int64_t n, int64_t k,
-          const float* bias, float* out, int64_t ldo);
+          const float* bias, float* out, int64_t ldo, bool quantize_activations);
+
+// Whether a (n, k) weight of `wtype` has an integer-dot kernel.
+[[nodiscard]] bool uses_int8_kernel(DType wtype, int64_t k);
 
 }  // namespace pagoda::cpu

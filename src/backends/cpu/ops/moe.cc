@@ -93,12 +93,12 @@ void CpuOps::moe_experts(Tensor& out, const Tensor& x, const Tensor& w_gate_up, 
     }
     gate_up.resize(static_cast<size_t>(count * 2 * inter));
     gemm(pool_, xs.data(), hidden, count, gate_up_base + static_cast<uint64_t>(e) * gate_up_bytes, w_gate_up.dtype(),
-         2 * inter, hidden, nullptr, gate_up.data(), 2 * inter);
+         2 * inter, hidden, nullptr, gate_up.data(), 2 * inter, quantize_activations_);
     h.resize(static_cast<size_t>(count * inter));
     act_and_mul_rows(gate_up.data(), h.data(), count, inter, act);
     y.resize(static_cast<size_t>(count * hidden));
     gemm(pool_, h.data(), inter, count, down_base + static_cast<uint64_t>(e) * down_bytes, w_down.dtype(), hidden,
-         inter, nullptr, y.data(), hidden);
+         inter, nullptr, y.data(), hidden, quantize_activations_);
     for (int64_t r = 0; r < count; ++r) {
       const int64_t slot = route[static_cast<size_t>(r)];
       const float weight = tw[slot];

@@ -1,0 +1,225 @@
+// Portable integer-dot kernels (the reference the vectorized ones are tested against) and the
+// dispatch between them.
+
+#include "backends/cpu/quant/qdot.h"
+
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+#include "backends/cpu/quant/block_layout.h"
+#include "backends/cpu/quant/qdot_avx2.h"
+
+namespace pagoda::cpu::qdot {
+
+namespace L = layout;
+
+bool supports(DType t) {
+  switch (t) {
+    case DType::kQ4_0:
+    case DType::kQ4_1:
+    case DType::kQ5_0:
+    case DType::kQ8_0:
+    case DType::kQ4_K:
+    case DType::kQ6_K: return true;
+    default: return false;
+  }
+}
+
+void quantize_row_scalar(const float* x, ActBlock* out, int64_t k) {
+  for (int64_t b = 0; b < k / kBlock; ++b, x += kBlock) {
+    ActBlock& o = out[b];
+    float amax = 0.0f;
+    bool finite = true;
+    for (int i = 0; i < kBlock; ++i) {
+      if (!std::isfinite(x[i])) finite = false;
+      amax = std::fmax(amax, std::fabs(x[i]));
+    }
+    if (!finite) {
+      // d * 0 is NaN for an infinite or NaN d: the block poisons every dot it takes part in.
+      o.d = std::numeric_limits<float>::quiet_NaN();
+      o.dsum = o.d;
+      for (int i = 0; i < kBlock; ++i)
+        o.q[i] = 0;
+      continue;
+    }
+    const float d = amax / 127.0f;
+    const float id = amax != 0.0f ? 127.0f / amax : 0.0f;
+    int sum = 0;
+    for (int i = 0; i < kBlock; ++i) {
+      const float v = std::nearbyint(x[i] * id);  // round half to even, as the vector code
+      const int q = static_cast<int>(std::fmin(127.0f, std::fmax(-127.0f, v)));
+      o.q[i] = static_cast<int8_t>(q);
+      sum += q;
+    }
+    o.d = d;
+    o.dsum = d * static_cast<float>(sum);
+  }
+}
+
+namespace {
+
+// One (weight row, activation row) dot per type. `nb` counts activation blocks.
+
+float dot_q4_0(const uint8_t* w, const ActBlock* x, int64_t nb) {
+  float sum = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, w += L::q4_0::kBytes) {
+    const uint8_t* qs = w + L::q4_0::kQs;
+    int isum = 0;
+    for (int j = 0; j < 16; ++j)
+      isum += ((qs[j] & 0x0f) - 8) * x[b].q[j] + ((qs[j] >> 4) - 8) * x[b].q[j + 16];
+    sum += (L::read_f16(w + L::q4_0::kD) * x[b].d) * static_cast<float>(isum);
+  }
+  return sum;
+}
+
+float dot_q4_1(const uint8_t* w, const ActBlock* x, int64_t nb) {
+  float sum = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, w += L::q4_1::kBytes) {
+    const uint8_t* qs = w + L::q4_1::kQs;
+    int isum = 0;
+    for (int j = 0; j < 16; ++j)
+      isum += (qs[j] & 0x0f) * x[b].q[j] + (qs[j] >> 4) * x[b].q[j + 16];
+    sum += (L::read_f16(w + L::q4_1::kD) * x[b].d) * static_cast<float>(isum);
+    sum += L::read_f16(w + L::q4_1::kM) * x[b].dsum;
+  }
+  return sum;
+}
+
+float dot_q5_0(const uint8_t* w, const ActBlock* x, int64_t nb) {
+  float sum = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, w += L::q5_0::kBytes) {
+    const uint32_t qh = L::read_u32(w + L::q5_0::kQh);
+    const uint8_t* qs = w + L::q5_0::kQs;
+    int isum = 0;
+    for (int j = 0; j < 16; ++j) {
+      const int lo = ((qs[j] & 0x0f) | static_cast<int>(((qh >> j) & 1u) << 4)) - 16;
+      const int hi = ((qs[j] >> 4) | static_cast<int>(((qh >> (j + 16)) & 1u) << 4)) - 16;
+      isum += lo * x[b].q[j] + hi * x[b].q[j + 16];
+    }
+    sum += (L::read_f16(w + L::q5_0::kD) * x[b].d) * static_cast<float>(isum);
+  }
+  return sum;
+}
+
+float dot_q8_0(const uint8_t* w, const ActBlock* x, int64_t nb) {
+  float sum = 0.0f;
+  for (int64_t b = 0; b < nb; ++b, w += L::q8_0::kBytes) {
+    const auto* qs = reinterpret_cast<const int8_t*>(w + L::q8_0::kQs);
+    int isum = 0;
+    for (int j = 0; j < kBlock; ++j)
+      isum += qs[j] * x[b].q[j];
+    sum += (L::read_f16(w + L::q8_0::kD) * x[b].d) * static_cast<float>(isum);
+  }
+  return sum;
+}
+
+float dot_q4_k(const uint8_t* w, const ActBlock* x, int64_t nb) {
+  float sum = 0.0f;
+  for (int64_t sb = 0; sb < nb / 8; ++sb, w += L::q4_k::kBytes, x += 8) {
+    const float d = L::read_f16(w + L::q4_k::kD);
+    const float dmin = L::read_f16(w + L::q4_k::kDmin);
+    for (int s = 0; s < 8; ++s) {
+      uint8_t sc = 0;
+      uint8_t mn = 0;
+      L::k_scale_min(w + L::q4_k::kScales, s, &sc, &mn);
+      const uint8_t* run = w + L::q4_k::kQs + (s / 2) * 32;
+      const int shift = 4 * (s % 2);
+      int isum = 0;
+      for (int i = 0; i < 32; ++i)
+        isum += ((run[i] >> shift) & 0x0f) * x[s].q[i];
+      sum += ((d * static_cast<float>(sc)) * x[s].d) * static_cast<float>(isum);
+      sum -= (dmin * static_cast<float>(mn)) * x[s].dsum;
+    }
+  }
+  return sum;
+}
+
+float dot_q6_k(const uint8_t* w, const ActBlock* x, int64_t nb) {
+  float sum = 0.0f;
+  for (int64_t sb = 0; sb < nb / 8; ++sb, w += L::q6_k::kBytes, x += 8) {
+    const float d = L::read_f16(w + L::q6_k::kD);
+    const auto* scales = reinterpret_cast<const int8_t*>(w + L::q6_k::kScales);
+    for (int c = 0; c < 8; ++c) {  // 32-element chunk c = two 16-element sub-blocks
+      int isum = 0;
+      for (int half16 = 0; half16 < 2; ++half16) {
+        const int o = 32 * c + 16 * half16;
+        const int r = o % 128;
+        const uint8_t* ql = w + L::q6_k::kQl + (o / 128) * 64 + (r % 64);
+        const uint8_t* qh = w + L::q6_k::kQh + (o / 128) * 32 + (r % 32);
+        const int lshift = 4 * (r / 64);
+        const int hshift = 2 * (r / 32);
+        int part = 0;
+        for (int i = 0; i < 16; ++i) {
+          const int q = (((ql[i] >> lshift) & 0x0f) | (((qh[i] >> hshift) & 3) << 4)) - 32;
+          part += q * x[c].q[16 * half16 + i];
+        }
+        isum += part * scales[o / 16];
+      }
+      sum += (d * x[c].d) * static_cast<float>(isum);
+    }
+  }
+  return sum;
+}
+
+using DotFn = float (*)(const uint8_t*, const ActBlock*, int64_t);
+
+DotFn scalar_dot(DType t) {
+  switch (t) {
+    case DType::kQ4_0: return dot_q4_0;
+    case DType::kQ4_1: return dot_q4_1;
+    case DType::kQ5_0: return dot_q5_0;
+    case DType::kQ8_0: return dot_q8_0;
+    case DType::kQ4_K: return dot_q4_k;
+    case DType::kQ6_K: return dot_q6_k;
+    default: return nullptr;
+  }
+}
+
+bool use_avx2() {
+#if PAGODA_QDOT_HAS_AVX2
+  static const bool avx2 = qdot_cpu_has_avx2();
+  return avx2;
+#else
+  return false;
+#endif
+}
+
+}  // namespace
+
+void dot_rows_scalar(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const ActBlock* x, int64_t blocks,
+                     int64_t m, float* out, int64_t ldo) {
+  const DotFn fn = scalar_dot(t);
+  if (fn == nullptr) std::abort();  // callers check supports() first
+  for (int64_t r = 0; r < m; ++r) {
+    for (int64_t j = 0; j < n; ++j)
+      out[r * ldo + j] = fn(w + static_cast<uint64_t>(j) * row_bytes, x + r * blocks, blocks);
+  }
+}
+
+void quantize_row(const float* x, ActBlock* out, int64_t k) {
+#if PAGODA_QDOT_HAS_AVX2
+  if (use_avx2()) {
+    quantize_row_avx2(x, out, k);
+    return;
+  }
+#endif
+  quantize_row_scalar(x, out, k);
+}
+
+void dot_rows(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
+              float* out, int64_t ldo) {
+#if PAGODA_QDOT_HAS_AVX2
+  if (use_avx2()) {
+    dot_rows_avx2(t, w, row_bytes, n, x, blocks, m, out, ldo);
+    return;
+  }
+#endif
+  dot_rows_scalar(t, w, row_bytes, n, x, blocks, m, out, ldo);
+}
+
+const char* kernel_name() {
+  return use_avx2() ? "avx2" : "scalar";
+}
+
+}  // namespace pagoda::cpu::qdot

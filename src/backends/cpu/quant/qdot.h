@@ -1,0 +1,53 @@
+#pragma once
+
+// Integer dot products between GGUF block-quantized weight rows and activation rows quantized on
+// the fly to 8 bits, as ggml's CPU backend computes its quantized matmuls.
+//
+// An activation row of k floats (k a multiple of 32) becomes k / 32 ActBlocks: a float32 scale d =
+// max|x| / 127 and 32 signed bytes q = round(x / d) (so |x - d q| <= d / 2 per element), plus d
+// times the sum of q for the weight types whose blocks carry an additive minimum. One activation
+// block lines up with one 32-element weight block, or with one 32-element slice of a 256-element
+// K-quant super-block, so every product of quants is an exact integer sum and only the per-block
+// scales are float.
+//
+// Batch invariance: the value computed for (weight row, activation row) depends on those two rows
+// only. Kernels that handle several activation rows at once run, for each row, exactly the
+// operations the one-row kernel runs, in the same order, so a row's result is bit-for-bit the
+// same whatever rows surround it.
+
+#include <cstdint>
+
+#include "core/dtype.h"
+
+namespace pagoda::cpu::qdot {
+
+inline constexpr int kBlock = 32;
+
+struct ActBlock {
+  float d;     // scale: x ~ d * q
+  float dsum;  // d * (sum of q), for the minimum terms of Q4_1 and the K-quants
+  int8_t q[kBlock];
+};
+static_assert(sizeof(ActBlock) == 40);
+
+// Whether weights of type `t` have an integer-dot kernel (and `k` fits it: a whole number of the
+// type's blocks, which is also a whole number of activation blocks).
+[[nodiscard]] bool supports(DType t);
+
+// Quantizes one row of k floats (k % 32 == 0) into k / 32 blocks. Non-finite inputs make the
+// block's scale non-finite, as a float matmul would propagate them.
+void quantize_row(const float* x, ActBlock* out, int64_t k);
+void quantize_row_scalar(const float* x, ActBlock* out, int64_t k);
+
+// out[r * ldo + j] = dot(weight row j, activation row r) for j < n, r < m. Weight row j starts at
+// w + j * row_bytes; activation row r is x + r * blocks (blocks = k / 32). Uses the fastest kernel
+// this CPU runs; `dot_rows_scalar` is the portable reference.
+void dot_rows(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
+              float* out, int64_t ldo);
+void dot_rows_scalar(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const ActBlock* x, int64_t blocks,
+                     int64_t m, float* out, int64_t ldo);
+
+// Which kernel family dot_rows uses on this CPU ("avx2" or "scalar").
+[[nodiscard]] const char* kernel_name();
+
+}  // namespace pagoda::cpu::qdot

@@ -1,0 +1,358 @@
+// The CPU backend's integer-dot matmul (8-bit quantized activations against GGUF block weights)
+// against a double-precision reference over the bit-exact dequantizer, and batch invariance of
+// matmul and attention: a row's result must not depend on the other rows of the batch.
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <limits>
+#include <random>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/quant/dequantize.h"
+#include "backends/cpu/quant/float_convert.h"
+#include "backends/cpu/quant/qdot.h"
+#include "core/tensor.h"
+#include "ops/ops.h"
+
+namespace pagoda::cpu {
+namespace {
+
+const DType kIntTypes[] = {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K};
+
+// Byte offsets of the half-precision scales in a block of `t`.
+std::vector<int> half_offsets(DType t) {
+  switch (t) {
+    case DType::kQ4_0:
+    case DType::kQ5_0:
+    case DType::kQ8_0: return {0};
+    case DType::kQ4_1:
+    case DType::kQ5_1:
+    case DType::kQ4_K:
+    case DType::kQ5_K: return {0, 2};
+    case DType::kQ2_K: return {80, 82};
+    case DType::kQ3_K: return {108};
+    case DType::kQ6_K: return {208};
+    default: return {};
+  }
+}
+
+// `rows` rows of k elements of `t`: random quant bits and finite random scales.
+std::vector<uint8_t> random_weight(std::mt19937& rng, DType t, int64_t rows, int64_t k) {
+  const auto row_bytes = static_cast<int64_t>(*dtype_row_bytes(t, k));
+  std::vector<uint8_t> data(static_cast<size_t>(rows * row_bytes));
+  std::uniform_int_distribution<int> byte(0, 255);
+  for (auto& b : data)
+    b = static_cast<uint8_t>(byte(rng));
+  if (dtype_block_size(t) == 1) {  // plain floats: random values instead of random bits
+    std::vector<float> v(static_cast<size_t>(rows * k));
+    std::uniform_real_distribution<float> u(-1.0f, 1.0f);
+    for (auto& x : v)
+      x = u(rng);
+    if (t == DType::kF32) std::memcpy(data.data(), v.data(), data.size());
+    if (t == DType::kF16) quantize_row_f16(v.data(), data.data(), rows * k);
+    if (t == DType::kBF16) quantize_row_bf16(v.data(), data.data(), rows * k);
+    return data;
+  }
+  std::uniform_real_distribution<float> scale(-0.05f, 0.05f);
+  const int64_t block_bytes = dtype_block_bytes(t);
+  for (int64_t b = 0; b < rows * row_bytes / block_bytes; ++b) {
+    for (int at : half_offsets(t)) {
+      const uint16_t h = fp32_to_fp16(scale(rng));
+      std::memcpy(&data[static_cast<size_t>(b * block_bytes + at)], &h, 2);
+    }
+  }
+  return data;
+}
+
+std::vector<float> random_floats(std::mt19937& rng, size_t n, float lo = -2.0f, float hi = 2.0f) {
+  std::uniform_real_distribution<float> u(lo, hi);
+  std::vector<float> v(n);
+  for (auto& x : v)
+    x = u(rng);
+  // A few outliers, as real activations have: they set their block's scale.
+  for (size_t i = 0; i < n; i += 97)
+    v[i] *= 8.0f;
+  return v;
+}
+
+std::vector<float> dequantized(DType t, const std::vector<uint8_t>& w, int64_t rows, int64_t k) {
+  std::vector<float> out(static_cast<size_t>(rows * k));
+  const uint64_t row_bytes = *dtype_row_bytes(t, k);
+  for (int64_t r = 0; r < rows; ++r)
+    dequantize_row_scalar(t, w.data() + r * row_bytes, out.data() + r * k, k);
+  return out;
+}
+
+TEST(CpuQdot, QuantizeRowBoundsAndMatchesScalar) {
+  std::mt19937 rng(1);
+  for (int64_t k : {32, 64, 576}) {
+    auto x = random_floats(rng, static_cast<size_t>(k));
+    for (int i = 0; i < 32; ++i)
+      x[static_cast<size_t>(i)] = 0.0f;  // an all-zero block
+    std::vector<qdot::ActBlock> fast(static_cast<size_t>(k / 32));
+    std::vector<qdot::ActBlock> ref(fast.size());
+    qdot::quantize_row(x.data(), fast.data(), k);
+    qdot::quantize_row_scalar(x.data(), ref.data(), k);
+    ASSERT_EQ(std::memcmp(fast.data(), ref.data(), fast.size() * sizeof(qdot::ActBlock)), 0) << "k " << k;
+    for (size_t b = 0; b < fast.size(); ++b) {
+      const qdot::ActBlock& a = fast[b];
+      float amax = 0.0f;
+      int sum = 0;
+      for (int i = 0; i < 32; ++i) {
+        amax = std::max(amax, std::abs(x[b * 32 + static_cast<size_t>(i)]));
+        EXPECT_GE(a.q[i], -127);
+        sum += a.q[i];
+      }
+      EXPECT_EQ(a.d, amax / 127.0f);
+      EXPECT_EQ(a.dsum, a.d * static_cast<float>(sum));
+      for (int i = 0; i < 32; ++i) {
+        const double err =
+            std::abs(static_cast<double>(x[b * 32 + static_cast<size_t>(i)]) - static_cast<double>(a.d) * a.q[i]);
+        EXPECT_LE(err, 0.5 * a.d * (1.0 + 1e-5)) << "block " << b << " element " << i;
+      }
+    }
+  }
+  // A non-finite input poisons its block only.
+  std::vector<float> x(64, 1.0f);
+  x[40] = std::numeric_limits<float>::infinity();
+  std::vector<qdot::ActBlock> q(2);
+  qdot::quantize_row(x.data(), q.data(), 64);
+  EXPECT_TRUE(std::isfinite(q[0].d));
+  EXPECT_TRUE(std::isnan(q[1].d));
+}
+
+// Both kernels (fast and scalar) against double sums: over the dequantized weight times the
+// quantized activations (tight: only float rounding of the block scales differs), and times the
+// original activations, within the bound the activation rounding allows: sum over elements of
+// |w| * d / 2, d being the element's block scale.
+TEST(CpuQdot, EveryTypeMatchesTheFloatReference) {
+  std::mt19937 rng(2);
+  struct Shape2 {
+    int64_t m, n, blocks;
+  };
+  const std::vector<Shape2> shapes = {{1, 1, 1}, {1, 7, 2}, {3, 5, 3}, {5, 33, 1}, {7, 4, 4}, {9, 13, 2}};
+  for (DType t : kIntTypes) {
+    ASSERT_TRUE(qdot::supports(t)) << dtype_name(t);
+    for (const Shape2& s : shapes) {
+      const int64_t k = s.blocks * dtype_block_size(t);
+      const auto w = random_weight(rng, t, s.n, k);
+      const auto wf = dequantized(t, w, s.n, k);
+      const auto x = random_floats(rng, static_cast<size_t>(s.m * k));
+      const int64_t nb = k / 32;
+      std::vector<qdot::ActBlock> xq(static_cast<size_t>(s.m * nb));
+      for (int64_t r = 0; r < s.m; ++r)
+        qdot::quantize_row(x.data() + r * k, xq.data() + r * nb, k);
+      const uint64_t row_bytes = *dtype_row_bytes(t, k);
+      std::vector<float> fast(static_cast<size_t>(s.m * s.n));
+      std::vector<float> scalar(fast.size());
+      qdot::dot_rows(t, w.data(), row_bytes, s.n, xq.data(), nb, s.m, fast.data(), s.n);
+      qdot::dot_rows_scalar(t, w.data(), row_bytes, s.n, xq.data(), nb, s.m, scalar.data(), s.n);
+      const std::string what = std::string(dtype_name(t)) + " m " + std::to_string(s.m) + " n " + std::to_string(s.n) +
+                               " k " + std::to_string(k);
+      for (int64_t r = 0; r < s.m; ++r) {
+        for (int64_t j = 0; j < s.n; ++j) {
+          double on_quantized = 0.0, magnitude = 0.0, on_float = 0.0, bound = 0.0;
+          for (int64_t i = 0; i < k; ++i) {
+            const qdot::ActBlock& a = xq[static_cast<size_t>(r * nb + i / 32)];
+            const double wi = wf[static_cast<size_t>(j * k + i)];
+            const double xhat = static_cast<double>(a.d) * a.q[i % 32];
+            on_quantized += wi * xhat;
+            magnitude += std::abs(wi * xhat);
+            on_float += wi * x[static_cast<size_t>(r * k + i)];
+            bound += std::abs(wi) * 0.5 * a.d;
+          }
+          const double tight = 2e-6 * magnitude + 1e-9;
+          for (const auto* got : {&fast, &scalar}) {
+            const double v = (*got)[static_cast<size_t>(r * s.n + j)];
+            EXPECT_NEAR(v, on_quantized, tight) << what << " row " << r << " col " << j;
+            EXPECT_LE(std::abs(v - on_float), bound * (1.0 + 1e-4) + tight) << what << " row " << r << " col " << j;
+          }
+        }
+      }
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Batch invariance
+
+// Sets the backend's activation quantization for one scope.
+class QuantizedActivations {
+ public:
+  explicit QuantizedActivations(bool on) : saved_(cpu_backend().quantized_activations()) {
+    cpu_backend().set_quantized_activations(on);
+  }
+  ~QuantizedActivations() { cpu_backend().set_quantized_activations(saved_); }
+  QuantizedActivations(const QuantizedActivations&) = delete;
+  QuantizedActivations& operator=(const QuantizedActivations&) = delete;
+
+ private:
+  bool saved_;
+};
+
+Tensor host_tensor(const Shape& shape, DType dtype, const void* data, size_t bytes) {
+  Tensor t = Tensor::empty(shape, dtype);
+  std::memcpy(t.raw_data(), data, bytes);
+  return t;
+}
+
+std::vector<float> run_matmul(const Tensor& w, const std::vector<float>& x, int64_t m, int64_t k) {
+  const int64_t n = w.dim(0);
+  Tensor out = Tensor::empty(Shape{m, n}, DType::kF32);
+  ops::matmul(out, host_tensor(Shape{m, k}, DType::kF32, x.data(), x.size() * 4), w);
+  const float* p = out.data<float>();
+  return {p, p + m * n};
+}
+
+// Row `probe` alone, then placed first, in the middle and last of batches of several sizes
+// (sizes that cross the kernels' groups of rows and the tasks' blocks of rows): bit-for-bit equal.
+void check_matmul_invariance(DType t, bool int8) {
+  const QuantizedActivations mode(int8);
+  std::mt19937 rng(static_cast<unsigned>(static_cast<int>(t) * 7 + int8));
+  const int64_t n = 45;
+  const int64_t k = dtype_block_size(t) == 256 ? 512 : 96;
+  const auto wbytes = random_weight(rng, t, n, k);
+  const Tensor w = host_tensor(Shape{n, k}, t, wbytes.data(), wbytes.size());
+  const auto probe = random_floats(rng, static_cast<size_t>(k));
+  const std::vector<float> alone = run_matmul(w, probe, 1, k);
+  for (int64_t m : {2, 3, 5, 8, 63, 64, 65, 130}) {
+    for (int64_t at : {int64_t{0}, m / 2, m - 1}) {
+      auto x = random_floats(rng, static_cast<size_t>(m * k));
+      std::copy(probe.begin(), probe.end(), x.begin() + at * k);
+      const std::vector<float> all = run_matmul(w, x, m, k);
+      EXPECT_EQ(std::memcmp(all.data() + at * n, alone.data(), static_cast<size_t>(n) * 4), 0)
+          << dtype_name(t) << (int8 ? " int8" : " float") << ": row " << at << " of " << m << " differs from alone";
+    }
+  }
+}
+
+TEST(CpuBatchInvariance, MatmulIntegerKernels) {
+  for (DType t : kIntTypes)
+    check_matmul_invariance(t, true);
+}
+
+TEST(CpuBatchInvariance, MatmulFloatKernels) {
+  for (DType t : {DType::kF32, DType::kF16, DType::kBF16, DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ5_1,
+                  DType::kQ8_0, DType::kQ2_K, DType::kQ3_K, DType::kQ4_K, DType::kQ5_K, DType::kQ6_K})
+    check_matmul_invariance(t, false);
+}
+
+// The integer path is used when enabled and the float path otherwise; the two agree to the
+// activation rounding (a coarse check that the switch does switch and both compute the same).
+TEST(CpuBatchInvariance, IntegerAndFloatPathsAgree) {
+  std::mt19937 rng(5);
+  const int64_t n = 16, k = 256, m = 3;
+  const auto wbytes = random_weight(rng, DType::kQ4_K, n, k);
+  const Tensor w = host_tensor(Shape{n, k}, DType::kQ4_K, wbytes.data(), wbytes.size());
+  const auto x = random_floats(rng, static_cast<size_t>(m * k), -1.0f, 1.0f);
+  std::vector<float> f, q;
+  {
+    const QuantizedActivations mode(false);
+    f = run_matmul(w, x, m, k);
+  }
+  {
+    const QuantizedActivations mode(true);
+    q = run_matmul(w, x, m, k);
+  }
+  double diff = 0.0, scale = 0.0;
+  for (size_t i = 0; i < f.size(); ++i) {
+    diff = std::max(diff, static_cast<double>(std::abs(f[i] - q[i])));
+    scale = std::max(scale, static_cast<double>(std::abs(f[i])));
+  }
+  EXPECT_GT(diff, 0.0) << "the integer path was not taken";
+  EXPECT_LT(diff, 0.05 * scale);
+}
+
+// Attention: one sequence's output alone and among other sequences (decode), and one
+// sequence's prompt alone and inside a mixed batch of prompts and decodes (prefill), bitwise.
+struct AttnCase {
+  int64_t kv_heads = 2, heads = 6, head_size = 64, block_size = 16, num_blocks = 64, max_blocks = 8;
+};
+
+TEST(CpuBatchInvariance, PagedAndPrefillAttention) {
+  std::mt19937 rng(6);
+  const AttnCase c;
+  const Shape cache_shape{c.num_blocks, c.kv_heads, c.block_size, c.head_size};
+  const auto kv = random_floats(rng, static_cast<size_t>(cache_shape.numel()), -1.0f, 1.0f);
+  const auto vv = random_floats(rng, static_cast<size_t>(cache_shape.numel()), -1.0f, 1.0f);
+  const Tensor kc = host_tensor(cache_shape, DType::kF32, kv.data(), kv.size() * 4);
+  const Tensor vc = host_tensor(cache_shape, DType::kF32, vv.data(), vv.size() * 4);
+  AttentionParams params;
+  params.scale = 0.125f;
+  // Sequence lengths and block tables of 7 sequences (random distinct blocks).
+  const int64_t seqs = 7;
+  std::vector<int32_t> lens = {37, 5, 128, 1, 64, 99, 17};
+  std::vector<int32_t> tables(static_cast<size_t>(seqs * c.max_blocks));
+  for (auto& b : tables)
+    b = static_cast<int32_t>(std::uniform_int_distribution<int>(0, static_cast<int>(c.num_blocks) - 1)(rng));
+  const int64_t row = c.heads * c.head_size;
+  const auto queries = random_floats(rng, static_cast<size_t>(seqs * row), -1.0f, 1.0f);
+
+  auto decode = [&](const std::vector<int64_t>& which) {
+    const auto ns = static_cast<int64_t>(which.size());
+    std::vector<float> q;
+    std::vector<int32_t> l, bt;
+    for (int64_t s : which) {
+      q.insert(q.end(), queries.begin() + s * row, queries.begin() + (s + 1) * row);
+      l.push_back(lens[static_cast<size_t>(s)]);
+      bt.insert(bt.end(), tables.begin() + s * c.max_blocks, tables.begin() + (s + 1) * c.max_blocks);
+    }
+    Tensor out = Tensor::empty(Shape{ns, c.heads, c.head_size}, DType::kF32);
+    ops::paged_attention(out, host_tensor(Shape{ns, c.heads, c.head_size}, DType::kF32, q.data(), q.size() * 4), kc, vc,
+                         c.kv_heads, host_tensor(Shape{ns, c.max_blocks}, DType::kI32, bt.data(), bt.size() * 4),
+                         host_tensor(Shape{ns}, DType::kI32, l.data(), l.size() * 4), c.block_size, 128, params);
+    const float* p = out.data<float>();
+    return std::vector<float>(p, p + ns * row);
+  };
+  for (int64_t s = 0; s < seqs; ++s) {
+    const auto alone = decode({s});
+    const auto all = decode({0, 1, 2, 3, 4, 5, 6});
+    EXPECT_EQ(std::memcmp(all.data() + s * row, alone.data(), static_cast<size_t>(row) * 4), 0)
+        << "decode of sequence " << s;
+  }
+
+  // Prefill: sequence 2's last 40 tokens, alone and between a 1-token decode and a 20-token
+  // chunk of other sequences. The decode token also matches paged_attention's result.
+  const int64_t qlen = 40;
+  const auto pq = random_floats(rng, static_cast<size_t>(qlen * row), -1.0f, 1.0f);
+  auto prefill = [&](const std::vector<std::pair<int64_t, int64_t>>& parts,  // (sequence, new tokens)
+                     const std::vector<float>& q) {
+    std::vector<int32_t> cu = {0}, l, bt;
+    for (auto [s, count] : parts) {
+      cu.push_back(cu.back() + static_cast<int32_t>(count));
+      l.push_back(lens[static_cast<size_t>(s)]);
+      bt.insert(bt.end(), tables.begin() + s * c.max_blocks, tables.begin() + (s + 1) * c.max_blocks);
+    }
+    const auto ns = static_cast<int64_t>(parts.size());
+    const int64_t tokens = cu.back();
+    Tensor out = Tensor::empty(Shape{tokens, c.heads, c.head_size}, DType::kF32);
+    ops::prefill_attention(out, host_tensor(Shape{tokens, c.heads, c.head_size}, DType::kF32, q.data(), q.size() * 4),
+                           kc, vc, c.kv_heads,
+                           host_tensor(Shape{ns, c.max_blocks}, DType::kI32, bt.data(), bt.size() * 4),
+                           host_tensor(Shape{ns + 1}, DType::kI32, cu.data(), cu.size() * 4),
+                           host_tensor(Shape{ns}, DType::kI32, l.data(), l.size() * 4), c.block_size, 128, params);
+    const float* p = out.data<float>();
+    return std::vector<float>(p, p + tokens * row);
+  };
+  const auto alone = prefill({{2, qlen}}, pq);
+  std::vector<float> mixed(queries.begin(), queries.begin() + row);  // sequence 0's decode token
+  mixed.insert(mixed.end(), pq.begin(), pq.end());
+  const auto chunk = random_floats(rng, static_cast<size_t>(17 * row), -1.0f, 1.0f);
+  mixed.insert(mixed.end(), chunk.begin(), chunk.end());
+  const auto all = prefill({{0, 1}, {2, qlen}, {4, 17}}, mixed);
+  EXPECT_EQ(std::memcmp(all.data() + row, alone.data(), static_cast<size_t>(qlen * row) * 4), 0)
+      << "prefill among others";
+  const auto decoded = decode({0});
+  EXPECT_EQ(std::memcmp(all.data(), decoded.data(), static_cast<size_t>(row) * 4), 0)
+      << "a decode token in a prefill batch";
+}
+
+}  // namespace
+}  // namespace pagoda::cpu
