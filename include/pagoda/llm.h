@@ -35,6 +35,10 @@ struct EngineArgs {
   bool enable_chunked_prefill = true;
   bool enable_prefix_caching = true;
   uint64_t seed = 0;
+  // CPU matmul over GGUF block weights: "float" (dequantize tiles, float dots; matches the
+  // reference within 1e-5) or "int8" (activations quantized to 8 bits on the fly, integer dots;
+  // faster, about 1/254 relative error per element, as llama.cpp does).
+  std::string cpu_matmul = "float";
   std::string chat_template;  // a file that replaces the model's chat template
 };
 

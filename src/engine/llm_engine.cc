@@ -6,6 +6,7 @@
 #include <limits>
 
 #include "backend/backend.h"
+#include "backends/cpu/cpu_backend.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 #include "engine/stop_checker.h"
@@ -99,6 +100,10 @@ LLMEngine::LLMEngine(const EngineArgs& args) : args_(args), epoch_(std::chrono::
          args_.gpu_memory_utilization);
   }
   const Device device = parse_device(args_.device);
+  if (args_.cpu_matmul != "float" && args_.cpu_matmul != "int8") {
+    fail(ErrorCode::kInvalidArgument, "--cpu-matmul must be float or int8, got '{}'", args_.cpu_matmul);
+  }
+  if (device.kind == DeviceKind::kCpu) cpu::cpu_backend().set_quantized_activations(args_.cpu_matmul == "int8");
   files_ = std::make_unique<ModelFiles>(ModelFiles::open(args_.model));
   const model::ModelConfig& config = files_->config();
   if (files_->tokenizer_kind() != "none") {

@@ -370,6 +370,8 @@ const CommandRegistration kRegisterGenerate("generate", [](CLI::App& app) {
   sub->add_option("--kv-cache-memory", e.kv_cache_memory, "Bytes for the KV cache (0: automatic)")
       ->capture_default_str();
   sub->add_option("--kv-cache-dtype", e.kv_cache_dtype, "auto, f32, f16 or bf16")->capture_default_str();
+  sub->add_option("--cpu-matmul", e.cpu_matmul, "CPU matmul over GGUF weights: float or int8 (faster)")
+      ->capture_default_str();
   return [a] { return run_generate(*a); };
 });
 
