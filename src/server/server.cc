@@ -91,6 +91,8 @@ struct Active {
   std::vector<bool> sub_done;
   size_t remaining = 0;
   std::vector<RequestOutput> finals;  // non-streaming: the final output of each prompt
+  // Prompt logprobs of each prompt, from whichever output carried them.
+  std::vector<std::vector<std::optional<PositionLogprobs>>> prompt_logprobs;
   // Streaming, per choice (prompt * n + index): tokens so far, finish sent, text offset.
   std::vector<int64_t> tokens;
   std::vector<bool> finish_sent;
@@ -717,6 +719,7 @@ void Server::Impl::start_generation(Conn& c, HttpRequest& req, ApiKind kind) {
   const auto n = static_cast<size_t>(g.params.n);
   a->sub_done.assign(subs, false);
   a->finals.resize(subs);
+  a->prompt_logprobs.resize(subs);
   a->remaining = subs;
   a->tokens.assign(subs * n, 0);
   a->finish_sent.assign(subs * n, false);
@@ -786,6 +789,7 @@ Json Server::Impl::chunk_base(const Active& a) const {
 void Server::Impl::deliver(Conn& c, Delivery& d) {
   Active& a = *c.active;
   if (d.sub >= a.sub_done.size() || a.sub_done[d.sub]) return;
+  if (!d.output.prompt_logprobs.empty()) a.prompt_logprobs[d.sub] = d.output.prompt_logprobs;
   if (a.req.stream) {
     stream_output(c, a, d.sub, d.output);
     if (!conns_.contains(d.conn_id)) return;
@@ -905,7 +909,7 @@ std::string Server::Impl::complete_response(const Active& a) const {
           Json lp = empty_completion_logprobs();
           size_t offset = 0;
           if (a.req.echo) {
-            append_completion_logprobs(lp, a.prompt_ids[sub], out.prompt_logprobs, text, offset);
+            append_completion_logprobs(lp, a.prompt_ids[sub], a.prompt_logprobs[sub], text, offset);
             offset = code_points(prompt_text);
           }
           std::vector<std::optional<PositionLogprobs>> positions(o.logprobs.begin(), o.logprobs.end());

@@ -7,6 +7,7 @@
 #include <fmt/format.h>
 #include <signal.h>
 
+#include <cctype>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
@@ -27,7 +28,7 @@ struct ServeArgs {
   server::ServerOptions server;
   std::vector<std::string> served_model_names;
   int64_t max_waiting_requests = 4096;
-  double kv_cache_memory_gib = 0.0;
+  std::string kv_cache_memory = "0";
   bool prefix_caching = true;
   std::string dtype = "auto";
   size_t max_body_bytes = 8u << 20;
@@ -41,10 +42,36 @@ std::string base_name(const std::string& path) {
   return slash == std::string::npos ? p : p.substr(slash + 1);
 }
 
+// "1073741824", "512M", "1.5G", "64MiB": bytes with an optional binary suffix.
+int64_t parse_bytes(const std::string& text, const char* flag) {
+  size_t used = 0;
+  double value = -1.0;
+  try {
+    value = std::stod(text, &used);
+  } catch (const std::exception&) {
+    fail(ErrorCode::kInvalidArgument, "{} must be a size like 512M or 2G, got '{}'", flag, text);
+  }
+  std::string suffix = text.substr(used);
+  for (char& c : suffix)
+    c = static_cast<char>(std::toupper(static_cast<unsigned char>(c)));
+  double scale = 1.0;
+  if (suffix == "K" || suffix == "KB" || suffix == "KIB") {
+    scale = 1024.0;
+  } else if (suffix == "M" || suffix == "MB" || suffix == "MIB") {
+    scale = 1024.0 * 1024.0;
+  } else if (suffix == "G" || suffix == "GB" || suffix == "GIB") {
+    scale = 1024.0 * 1024.0 * 1024.0;
+  } else if (!suffix.empty() && suffix != "B") {
+    fail(ErrorCode::kInvalidArgument, "{} must be a size like 512M or 2G, got '{}'", flag, text);
+  }
+  const double bytes = value * scale;
+  if (!(bytes >= 0.0) || bytes > 9.0e18) fail(ErrorCode::kInvalidArgument, "{} out of range: '{}'", flag, text);
+  return static_cast<int64_t>(bytes);
+}
+
 int run_serve(ServeArgs& a) {
   if (a.engine.model.empty()) a.engine.model = default_model_path();
-  if (a.kv_cache_memory_gib < 0.0) fail(ErrorCode::kInvalidArgument, "--kv-cache-memory must be >= 0");
-  a.engine.kv_cache_memory = static_cast<int64_t>(a.kv_cache_memory_gib * static_cast<double>(1ll << 30));
+  a.engine.kv_cache_memory = parse_bytes(a.kv_cache_memory, "--kv-cache-memory");
   a.engine.enable_prefix_caching = a.prefix_caching;
   a.engine.kv_cache_dtype = a.dtype;
   if (a.max_waiting_requests < 1) fail(ErrorCode::kInvalidArgument, "--max-waiting-requests must be >= 1");
@@ -96,7 +123,7 @@ const CommandRegistration kRegisterServe("serve", [](CLI::App& app) {
   sub->add_option("--block-size", a->engine.block_size, "Tokens per KV cache block")->capture_default_str();
   sub->add_flag("--enable-prefix-caching,!--no-enable-prefix-caching", a->prefix_caching,
                 "Reuse KV blocks of shared prompt prefixes (default: on)");
-  sub->add_option("--kv-cache-memory", a->kv_cache_memory_gib, "KV cache size in GiB; 0: automatic")
+  sub->add_option("--kv-cache-memory", a->kv_cache_memory, "KV cache size in bytes, or with K/M/G; 0: automatic")
       ->capture_default_str();
   sub->add_option("--api-key", a->server.api_key, "Require this Bearer key on /v1/* (default: $PAGODA_API_KEY)");
   sub->add_option("--chat-template", a->engine.chat_template, "A Jinja chat template file replacing the model's");

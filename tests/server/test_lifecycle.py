@@ -1,0 +1,85 @@
+"""Clients that go away mid-stream, and the server's own shutdown on SIGTERM / SIGINT."""
+import signal
+import socket
+import threading
+import time
+
+import httpx
+
+from conftest import MODEL_NAME, metrics, start_server, wait_idle
+
+
+def test_disconnect_mid_stream_aborts(server):
+    key = f'pagoda:request_success_total{{model_name="{MODEL_NAME}",finished_reason="abort"}}'
+    before = metrics(server.url)[key]
+    body = {"model": MODEL_NAME, "prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True,
+            "stream": True}
+    with httpx.stream("POST", server.url + "/v1/completions", json=body, timeout=60) as r:
+        assert r.status_code == 200
+        lines = r.iter_lines()
+        got = 0
+        for line in lines:
+            if line.startswith("data: {"):
+                got += 1
+            if got >= 2:
+                break
+        running = metrics(server.url)["pagoda:num_requests_running"]
+        assert running >= 1
+    # The connection is closed: the request is aborted and its blocks are freed.
+    after = wait_idle(server.url, timeout=5)
+    assert after["pagoda:num_requests_running"] == 0
+    assert after["pagoda:kv_cache_usage_perc"] == 0
+    assert after[key] == before + 1
+
+
+def test_disconnect_before_non_streaming_answer_aborts(server):
+    key = f'pagoda:request_success_total{{model_name="{MODEL_NAME}",finished_reason="abort"}}'
+    before = metrics(server.url)[key]
+    import json
+
+    body = json.dumps({"prompt": "Once upon a time", "max_tokens": 400, "ignore_eos": True}).encode()
+    s = socket.create_connection(("127.0.0.1", server.port))
+    s.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+    time.sleep(0.5)
+    s.close()
+    after = wait_idle(server.url, timeout=5)
+    assert after["pagoda:num_requests_running"] == 0 and after["pagoda:kv_cache_usage_perc"] == 0
+    assert after[key] == before + 1
+
+
+def run_shutdown(pagoda_bin, default_model, sig):
+    s = start_server(pagoda_bin, default_model, "--shutdown-timeout", "30")
+    result = {}
+
+    def stream():
+        body = {"model": MODEL_NAME, "prompt": "Hello", "max_tokens": 12, "ignore_eos": True, "stream": True}
+        with httpx.stream("POST", s.url + "/v1/completions", json=body, timeout=60) as r:
+            result["lines"] = [line for line in r.iter_lines() if line]
+
+    t = threading.Thread(target=stream)
+    t.start()
+    deadline = time.time() + 20
+    while time.time() < deadline and metrics(s.url)["pagoda:num_requests_running"] == 0 and t.is_alive():
+        time.sleep(0.02)
+    code = s.stop(sig)
+    t.join(timeout=30)
+    assert code == 0
+    # The running request was allowed to finish.
+    assert result["lines"][-1] == "data: [DONE]"
+    assert '"finish_reason":"length"' in "".join(result["lines"])
+    # Nothing listens any more.
+    try:
+        socket.create_connection(("127.0.0.1", s.port), timeout=2).close()
+        assert False, "still accepting"
+    except OSError:
+        pass
+
+
+def test_sigterm_lets_running_requests_finish(pagoda_bin, default_model):
+    run_shutdown(pagoda_bin, default_model, signal.SIGTERM)
+
+
+def test_sigint_exits_zero(pagoda_bin, default_model):
+    s = start_server(pagoda_bin, default_model)
+    assert httpx.get(s.url + "/health").status_code == 200
+    assert s.stop(signal.SIGINT) == 0

@@ -1,0 +1,86 @@
+"""Load: 256 concurrent streaming clients for 30 s, one in ten hanging up mid-stream at random.
+No 5xx, every completed stream well formed (chunks of JSON, one finish per choice, [DONE] last),
+and afterwards nothing runs and every KV block is free."""
+import asyncio
+import json
+import os
+import random
+import time
+
+import httpx
+
+from conftest import MODEL_NAME, start_server, wait_idle
+
+CLIENTS = int(os.environ.get("PAGODA_LOAD_CLIENTS", "256"))
+SECONDS = float(os.environ.get("PAGODA_LOAD_SECONDS", "30"))
+
+
+async def one_client(url: str, rng: random.Random, stats: dict, stop_at: float):
+    async with httpx.AsyncClient(timeout=httpx.Timeout(120.0)) as http:
+        while time.time() < stop_at:
+            chat = rng.random() < 0.5
+            hang_up = rng.random() < 0.1
+            body = {"model": MODEL_NAME, "max_tokens": rng.randint(2, 8), "stream": True,
+                    "stream_options": {"include_usage": True}}
+            if chat:
+                path = "/v1/chat/completions"
+                body["messages"] = [{"role": "user", "content": f"Say something about the number {rng.randint(0, 999)}"}]
+            else:
+                path = "/v1/completions"
+                body["prompt"] = f"Story {rng.randint(0, 999)}:"
+            try:
+                async with http.stream("POST", url + path, json=body) as r:
+                    if r.status_code >= 500:
+                        stats["5xx"] += 1
+                        await r.aread()
+                        continue
+                    assert r.status_code == 200, (r.status_code, await r.aread())
+                    lines = []
+                    async for line in r.aiter_lines():
+                        if line:
+                            lines.append(line)
+                        if hang_up and len(lines) >= 1:
+                            break
+                    if hang_up:
+                        stats["hung_up"] += 1
+                        continue
+                check_stream(lines, chat)
+                stats["completed"] += 1
+            except (httpx.TransportError, httpx.StreamError) as e:
+                stats["transport_errors"].append(repr(e))
+
+
+def check_stream(lines, chat):
+    assert lines[-1] == "data: [DONE]", lines[-3:]
+    payloads = [json.loads(line[len("data: "):]) for line in lines[:-1]]
+    assert all(line.startswith("data: ") for line in lines)
+    finishes = [p for p in payloads if p["choices"] and p["choices"][0].get("finish_reason")]
+    assert len(finishes) == 1, payloads
+    assert payloads[-1]["choices"] == [] and payloads[-1]["usage"]["completion_tokens"] >= 1
+    ids = {p["id"] for p in payloads}
+    assert len(ids) == 1 and next(iter(ids)).startswith("chatcmpl-" if chat else "cmpl-")
+
+
+def test_load_with_disconnects(pagoda_bin, default_model):
+    s = start_server(pagoda_bin, default_model, "--kv-cache-memory", "256M", "--max-num-seqs", "64",
+                     "--max-connections", "1024")
+    try:
+        stats = {"completed": 0, "hung_up": 0, "5xx": 0, "transport_errors": []}
+        stop_at = time.time() + SECONDS
+
+        async def main():
+            rng = random.Random(1)
+            await asyncio.gather(*(one_client(s.url, random.Random(rng.random()), stats, stop_at)
+                                   for _ in range(CLIENTS)))
+
+        asyncio.run(main())
+        assert stats["5xx"] == 0
+        assert not stats["transport_errors"], stats["transport_errors"][:5]
+        assert stats["completed"] >= CLIENTS // 2, stats
+        assert stats["hung_up"] >= 1, stats
+        m = wait_idle(s.url, timeout=10)
+        assert m["pagoda:num_requests_running"] == 0
+        assert m["pagoda:num_requests_waiting"] == 0
+        assert m["pagoda:kv_cache_usage_perc"] == 0
+    finally:
+        assert s.stop() == 0
