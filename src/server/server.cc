@@ -114,6 +114,7 @@ struct Conn {
   bool sent_continue = false;
   bool close_after_write = false;
   bool reading = true;
+  bool dead = false;
   // After an error answer the client may still be sending (a body over the limit): its input is
   // read and dropped for a while after our side is shut, so the answer is not lost to a reset.
   bool lingering = false;
@@ -149,7 +150,7 @@ class Server::Impl {
 
   ~Impl() {
     for (auto& [id, c] : conns_)
-      close(c->fd);
+      if (c->fd >= 0) close(c->fd);
     if (listen_fd_ >= 0) close(listen_fd_);
     if (signal_fd_ >= 0) close(signal_fd_);
     close(stop_fd_);
@@ -187,7 +188,8 @@ class Server::Impl {
   void process_input(Conn& c);
   void flush(Conn& c);
   void send(Conn& c, std::string_view data);
-  void close_conn(uint64_t id);
+  void kill(Conn& c);
+  void reap();
   void sweep_timeouts();
   void drain_mailbox();
   void begin_shutdown();
@@ -222,6 +224,7 @@ class Server::Impl {
   int port_ = 0;
   uint64_t next_conn_ = kFirstConn;
   std::unordered_map<uint64_t, std::unique_ptr<Conn>> conns_;
+  std::vector<uint64_t> dead_;
   bool shutting_down_ = false;
   std::atomic<bool> engine_stopped_{false};
   std::thread shutdown_thread_;
@@ -290,6 +293,7 @@ void Server::Impl::run() {
       }
     }
     sweep_timeouts();
+    reap();
     if (shutting_down_ && engine_stopped_.load()) {
       drain_mailbox();
       // Give clients a moment to read what is queued for them.
@@ -301,11 +305,9 @@ void Server::Impl::run() {
     }
   }
   if (shutdown_thread_.joinable()) shutdown_thread_.join();
-  std::vector<uint64_t> ids;
-  for (const auto& [id, c] : conns_)
-    ids.push_back(id);
-  for (uint64_t id : ids)
-    close_conn(id);
+  for (auto& [id, c] : conns_)
+    kill(*c);
+  reap();
 }
 
 void Server::Impl::begin_shutdown() {
@@ -364,41 +366,54 @@ void Server::Impl::update_events(Conn& c) {
   epoll_ctl(epoll_fd_, EPOLL_CTL_MOD, c.fd, &ev);
 }
 
-void Server::Impl::close_conn(uint64_t id) {
-  auto it = conns_.find(id);
-  if (it == conns_.end()) return;
-  Conn& c = *it->second;
+// Aborts the connection's engine requests at once and closes its socket; the Conn object stays
+// (marked dead, so callers up the stack can tell) until reap() at the end of the loop iteration.
+void Server::Impl::kill(Conn& c) {
+  if (c.dead) return;
+  c.dead = true;
   if (c.active) {
     for (size_t i = 0; i < c.active->engine_ids.size(); ++i) {
       if (!c.active->sub_done[i]) engine_.abort(c.active->engine_ids[i]);
     }
+    c.active.reset();
   }
   epoll_ctl(epoll_fd_, EPOLL_CTL_DEL, c.fd, nullptr);
   close(c.fd);
-  conns_.erase(it);
+  c.fd = -1;
+  dead_.push_back(c.id);
+}
+
+void Server::Impl::reap() {
+  for (uint64_t id : dead_)
+    conns_.erase(id);
+  dead_.clear();
 }
 
 void Server::Impl::on_conn_event(uint64_t id, uint32_t events) {
   auto it = conns_.find(id);
-  if (it == conns_.end()) return;
+  if (it == conns_.end() || it->second->dead) return;
   Conn& c = *it->second;
   if ((events & (EPOLLERR | EPOLLHUP)) != 0) {
-    close_conn(id);
+    kill(c);
     return;
   }
   if ((events & EPOLLOUT) != 0) {
     flush(c);
-    if (!conns_.contains(id)) return;
+    if (c.dead) return;
+  }
+  if ((events & EPOLLRDHUP) != 0 && !c.reading) {
+    // Not reading (input capped behind a running request) but the peer has gone.
+    kill(c);
+    return;
   }
   if ((events & (EPOLLIN | EPOLLRDHUP)) != 0) read_conn(c);
 }
 
 void Server::Impl::read_conn(Conn& c) {
-  const uint64_t id = c.id;
   char buf[65536];
   if (c.lingering) {
     const ssize_t n = recv(c.fd, buf, sizeof buf, 0);
-    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) close_conn(id);
+    if (n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)) kill(c);
     return;
   }
   bool peer_closed = false;
@@ -420,20 +435,19 @@ void Server::Impl::read_conn(Conn& c) {
     }
     if (errno == EAGAIN || errno == EWOULDBLOCK) break;
     if (errno == EINTR) continue;
-    close_conn(id);
+    kill(c);
     return;
   }
   if (peer_closed) {
     // The client went away (or half-closed): abort whatever it asked for.
-    close_conn(id);
+    kill(c);
     return;
   }
   process_input(c);
-  if (conns_.contains(id)) update_events(c);
+  if (!c.dead) update_events(c);
 }
 
 void Server::Impl::process_input(Conn& c) {
-  const uint64_t id = c.id;
   while (!c.active && !c.close_after_write && !c.in.empty()) {
     if (c.request_start == 0.0) c.request_start = now_s();
     HttpRequest req;
@@ -455,11 +469,12 @@ void Server::Impl::process_input(Conn& c) {
     c.sent_continue = false;
     ++c.serial;
     handle(c, req);
-    if (!conns_.contains(id)) return;
+    if (c.dead) return;
   }
 }
 
 void Server::Impl::send(Conn& c, std::string_view data) {
+  if (c.dead) return;
   if (c.pending() == 0) {
     c.out.clear();
     c.out_off = 0;
@@ -468,14 +483,14 @@ void Server::Impl::send(Conn& c, std::string_view data) {
   c.out.append(data);
   if (c.pending() > options_.max_pending_output) {
     // A client that does not read its stream: drop it rather than buffer without bound.
-    close_conn(c.id);
+    kill(c);
     return;
   }
   flush(c);
 }
 
 void Server::Impl::flush(Conn& c) {
-  const uint64_t id = c.id;
+  if (c.dead) return;
   while (c.pending() > 0) {
     const ssize_t n = ::send(c.fd, c.out.data() + c.out_off, c.pending(), MSG_NOSIGNAL);
     if (n > 0) {
@@ -485,7 +500,7 @@ void Server::Impl::flush(Conn& c) {
     }
     if (n < 0 && errno == EINTR) continue;
     if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK)) break;
-    close_conn(id);
+    kill(c);
     return;
   }
   if (c.pending() == 0) {
@@ -506,25 +521,31 @@ void Server::Impl::flush(Conn& c) {
 
 void Server::Impl::sweep_timeouts() {
   const double now = now_s();
-  std::vector<uint64_t> drop;
+  std::vector<Conn*> drop;
+  std::vector<Conn*> late;
   for (auto& [id, cp] : conns_) {
     Conn& c = *cp;
+    if (c.dead) continue;
     if (c.lingering) {
-      if (now > c.linger_until) drop.push_back(id);
+      if (now > c.linger_until) drop.push_back(&c);
     } else if (c.pending() > 0 && now - c.last_write > options_.write_timeout_s) {
-      drop.push_back(id);
+      drop.push_back(&c);
     } else if (!c.active && c.request_start > 0.0 && !c.close_after_write &&
                now - c.request_start > options_.read_timeout_s) {
-      c.reading = false;
-      respond_error(c, ApiError(408, "the request did not arrive in time"), false);
+      late.push_back(&c);
     } else if (!c.active && c.in.empty() && c.pending() == 0 && now - c.last_activity > options_.idle_timeout_s) {
-      drop.push_back(id);
+      drop.push_back(&c);
     } else if (shutting_down_ && !c.active && c.pending() == 0 && c.in.empty()) {
-      drop.push_back(id);
+      drop.push_back(&c);
     }
   }
-  for (uint64_t id : drop)
-    close_conn(id);
+  // Acting after the walk: answering or closing never changes the map under it (reap() erases).
+  for (Conn* c : late) {
+    c->reading = false;
+    respond_error(*c, ApiError(408, "the request did not arrive in time"), false);
+  }
+  for (Conn* c : drop)
+    kill(*c);
 }
 
 void Server::Impl::drain_mailbox() {
@@ -540,11 +561,11 @@ void Server::Impl::drain_mailbox() {
     auto it = conns_.find(d.conn_id);
     if (it == conns_.end()) continue;
     Conn& c = *it->second;
-    if (c.serial != d.serial || !c.active) continue;
+    if (c.dead || c.serial != d.serial || !c.active) continue;
     try {
       deliver(c, d);
     } catch (const std::exception&) {
-      close_conn(d.conn_id);
+      kill(c);
     }
   }
 }
@@ -792,7 +813,7 @@ void Server::Impl::deliver(Conn& c, Delivery& d) {
   if (!d.output.prompt_logprobs.empty()) a.prompt_logprobs[d.sub] = d.output.prompt_logprobs;
   if (a.req.stream) {
     stream_output(c, a, d.sub, d.output);
-    if (!conns_.contains(d.conn_id)) return;
+    if (c.dead) return;
   }
   if (!d.output.finished) return;
   a.sub_done[d.sub] = true;
@@ -840,7 +861,7 @@ void Server::Impl::stream_output(Conn& c, Active& a, size_t sub, const RequestOu
     chunk["choices"] = Json::array({std::move(choice)});
     if (a.req.include_usage) chunk["usage"] = nullptr;
     send(c, format_chunk(sse_event(dump(chunk))));
-    if (!conns_.contains(c.id)) return;
+    if (c.dead) return;
   }
 }
 
@@ -869,15 +890,12 @@ void Server::Impl::finish_generation(Conn& c) {
     send(c, format_response(200, "application/json", complete_response(*a), keep_alive));
   }
   // The next pipelined request, if any.
-  const uint64_t id = c.id;
-  if (!conns_.contains(id)) return;
+  if (c.dead) return;
   if (!c.close_after_write) {
     c.reading = true;
     process_input(c);
   }
-  if (conns_.contains(id)) {
-    update_events(c);
-  }
+  if (!c.dead) update_events(c);
 }
 
 std::string Server::Impl::complete_response(const Active& a) const {

@@ -74,9 +74,11 @@ def test_load_with_disconnects(pagoda_bin, default_model):
                                    for _ in range(CLIENTS)))
 
         asyncio.run(main())
+        print("load:", {k: v for k, v in stats.items() if k != "transport_errors"})
         assert stats["5xx"] == 0
         assert not stats["transport_errors"], stats["transport_errors"][:5]
-        assert stats["completed"] >= CLIENTS // 2, stats
+        # Every client gets through several requests over the default 30 s.
+        assert stats["completed"] >= min(CLIENTS // 2, int(CLIENTS * SECONDS / 60)), stats
         assert stats["hung_up"] >= 1, stats
         m = wait_idle(s.url, timeout=10)
         assert m["pagoda:num_requests_running"] == 0
