@@ -83,3 +83,31 @@ def test_sigint_exits_zero(pagoda_bin, default_model):
     s = start_server(pagoda_bin, default_model)
     assert httpx.get(s.url + "/health").status_code == 200
     assert s.stop(signal.SIGINT) == 0
+
+
+def test_slow_reader_is_dropped(pagoda_bin, default_model):
+    """A client that never reads its stream cannot make the server buffer without bound: past
+    --max-pending-output the connection is dropped and the request aborted, while the client
+    still holds its socket open."""
+    s = start_server(pagoda_bin, default_model, "--max-pending-output", "16384")
+    try:
+        key = f'pagoda:request_success_total{{model_name="{MODEL_NAME}",finished_reason="abort"}}'
+        import json
+
+        body = json.dumps({"model": MODEL_NAME, "prompt": "Once upon a time", "max_tokens": 200, "n": 4,
+                           "logprobs": 20, "ignore_eos": True, "stream": True}).encode()
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", s.port))
+        sock.sendall(b"POST /v1/completions HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        deadline = time.time() + 90
+        m = metrics(s.url)
+        while time.time() < deadline and m[key] == 0:
+            time.sleep(0.2)
+            m = metrics(s.url)
+        assert m[key] == 1, "the unread stream was not dropped"
+        m = wait_idle(s.url)
+        assert m["pagoda:num_requests_running"] == 0 and m["pagoda:kv_cache_usage_perc"] == 0
+        sock.close()
+    finally:
+        assert s.stop() == 0

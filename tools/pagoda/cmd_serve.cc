@@ -141,6 +141,9 @@ const CommandRegistration kRegisterServe("serve", [](CLI::App& app) {
   sub->add_option("--idle-timeout", a->server.idle_timeout_s, "Seconds an idle keep-alive connection stays open")
       ->capture_default_str();
   sub->add_option("--max-connections", a->server.max_connections, "Most open connections")->capture_default_str();
+  sub->add_option("--max-pending-output", a->server.max_pending_output,
+                  "Bytes of output a client may leave unread before it is dropped")
+      ->capture_default_str();
   return [a] { return run_serve(*a); };
 });
 
