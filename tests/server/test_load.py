@@ -86,3 +86,37 @@ def test_load_with_disconnects(pagoda_bin, default_model):
         assert m["pagoda:kv_cache_usage_perc"] == 0
     finally:
         assert s.stop() == 0
+
+
+def thread_count(pid: int) -> int:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    raise AssertionError("no Threads line")
+
+
+def test_thousand_idle_connections_cost_no_threads(server):
+    """Connections are not threads: 1000 open idle connections leave the thread count as it was,
+    and the server keeps answering."""
+    import socket
+
+    before = thread_count(server.proc.pid)
+    socks = []
+    try:
+        for _ in range(1000):
+            socks.append(socket.create_connection(("127.0.0.1", server.port), timeout=10))
+        # Half of them send part of a request head.
+        for s in socks[::2]:
+            s.sendall(b"GET /health HTTP/1.1\r\n")
+        r = httpx.post(server.url + "/v1/completions", json={"model": MODEL_NAME, "prompt": "Hi", "max_tokens": 2},
+                       timeout=60)
+        assert r.status_code == 200
+        assert thread_count(server.proc.pid) == before
+        # The partial heads complete and are answered.
+        for s in socks[::2][:50]:
+            s.sendall(b"\r\n")
+            assert s.recv(4096).startswith(b"HTTP/1.1 200")
+    finally:
+        for s in socks:
+            s.close()
