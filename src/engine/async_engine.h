@@ -80,6 +80,8 @@ class AsyncEngine {
   [[nodiscard]] const model::ModelConfig& model_config() const;
   [[nodiscard]] int64_t max_model_len() const;
   [[nodiscard]] int64_t vocab_size() const;
+  // "KV cache: N blocks of B tokens (T tokens), X MiB f32", for the ready message.
+  [[nodiscard]] std::string cache_summary() const;
   // The chat template (the model's, or EngineArgs::chat_template) rendered for `messages` (an
   // array of {role, content: string}) with the generation prompt; throws Error(kInvalidArgument)
   // for a bad conversation, or when the model has no template.

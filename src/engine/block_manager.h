@@ -32,9 +32,11 @@ struct BlockCopy {
 };
 
 struct PrefixCacheStats {
-  int64_t queries = 0;  // tokens looked up (attach_cached_prefix)
-  int64_t hits = 0;     // of those, tokens found
+  int64_t queries = 0;  // tokens passed to attach_cached_prefix, all of them (as vLLM counts)
+  int64_t hits = 0;     // of those, tokens covered by the cached blocks taken
 };
+
+struct BlockManagerTestPeer;
 
 class BlockManager {
  public:
@@ -75,13 +77,15 @@ class BlockManager {
   // Releases every block of `seq` (preemption, finish or abort); unknown ids are ignored.
   void free(SeqId seq);
 
-  // The blocks of `seq` in order (empty for an unknown id).
+  // The blocks of `seq` in order (empty for an unknown id); valid until the next call that
+  // changes `seq`.
   [[nodiscard]] std::span<const int32_t> block_table(SeqId seq) const;
   // Tokens `seq` can hold (its last allocate).
   [[nodiscard]] int64_t num_tokens(SeqId seq) const;
 
   [[nodiscard]] const PrefixCacheStats& prefix_cache_stats() const;
-  // Drops every cached block no sequence holds (they become plain free blocks).
+  // Drops every cached block no sequence holds (they become plain free blocks). Blocks still
+  // held stay cached; the stats are kept.
   void reset_prefix_cache();
 
   // Throws Error(kInternal) if the bookkeeping is inconsistent: reference counts that differ from
@@ -89,6 +93,7 @@ class BlockManager {
   void check_invariants() const;
 
  private:
+  friend struct BlockManagerTestPeer;
   struct Impl;
   // Defined by the implementation; kept opaque so the header stays stable.
   std::unique_ptr<Impl> impl_;
@@ -97,6 +102,13 @@ class BlockManager {
   ~BlockManager();
   BlockManager(BlockManager&&) noexcept;
   BlockManager& operator=(BlockManager&&) noexcept;
+};
+
+// Tests only: swaps the block hash for one that collides at will, to show that a collision never
+// yields a wrong block.
+struct BlockManagerTestPeer {
+  using HashFn = uint64_t (*)(uint64_t parent_hash, std::span<const int32_t> tokens);
+  static void set_hash(BlockManager& manager, HashFn hash);
 };
 
 }  // namespace pagoda::engine

@@ -8,6 +8,7 @@
 #include "core/checked.h"
 #include "core/error.h"
 #include "model/loader/model_files.h"
+#include "ops/cache.h"
 
 namespace pagoda::worker {
 namespace {
@@ -59,6 +60,7 @@ ModelRunner::ModelRunner(const ModelFiles& files, const RunnerOptions& options) 
   }
   cache_.block_size = bs;
   cache_.num_blocks = blocks;
+  cache_bytes_ = static_cast<int64_t>(*total);
   for (int64_t l = 0; l < c.num_layers; ++l) {
     cache_.keys.push_back(empty_on(options.device, shape, options.cache_dtype));
     cache_.values.push_back(empty_on(options.device, shape, options.cache_dtype));
@@ -157,6 +159,34 @@ void ModelRunner::validate(const StepInput& s) const {
       fail(ErrorCode::kInvalidArgument, "logits requested for token {} of a step of {} tokens", i, tokens);
     }
   }
+}
+
+int64_t ModelRunner::block_bytes(const model::ModelConfig& c, int64_t block_size, DType cache_dtype) {
+  const int64_t dims[] = {c.num_layers, 2, c.num_kv_heads, block_size, c.head_dim};
+  const auto elems = checked_product(dims);
+  const auto bytes = elems ? checked_mul(*elems, static_cast<uint64_t>(dtype_block_bytes(cache_dtype))) : std::nullopt;
+  if (!bytes || *bytes > static_cast<uint64_t>(std::numeric_limits<int64_t>::max())) {
+    fail(ErrorCode::kInvalidArgument, "a cache block of {} tokens is too large for this model", block_size);
+  }
+  return static_cast<int64_t>(*bytes);
+}
+
+void ModelRunner::copy_blocks(std::span<const std::pair<int32_t, int32_t>> pairs) {
+  if (pairs.empty()) return;
+  std::vector<int64_t> flat;
+  flat.reserve(pairs.size() * 2);
+  for (const auto& [src, dst] : pairs) {
+    if (src < 0 || src >= cache_.num_blocks || dst < 0 || dst >= cache_.num_blocks) {
+      fail(ErrorCode::kInvalidArgument, "block copy {} -> {} is outside the cache's {} blocks", src, dst,
+           cache_.num_blocks);
+    }
+    flat.push_back(src);
+    flat.push_back(dst);
+  }
+  const Tensor host = host_copy(flat, Shape{static_cast<int64_t>(pairs.size()), 2}, DType::kI64);
+  const Tensor mapping = to_device(host, model_->device());
+  ops::copy_blocks(cache_.keys, cache_.values, mapping);
+  backend_for(model_->device()).synchronize();
 }
 
 Tensor ModelRunner::execute(const StepInput& s) {

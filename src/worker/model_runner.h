@@ -11,6 +11,8 @@
 
 #include <cstdint>
 #include <memory>
+#include <span>
+#include <utility>
 #include <vector>
 
 #include "core/tensor.h"
@@ -74,9 +76,18 @@ class ModelRunner {
   // Throws Error(kInvalidArgument) naming the first value of `step` that is wrong.
   void validate(const StepInput& step) const;
 
+  // Copies cache block src over block dst in every layer, for each (src, dst) pair in order
+  // (copy-on-write before a step).
+  void copy_blocks(std::span<const std::pair<int32_t, int32_t>> pairs);
+
+  // Bytes of one cache block over all layers, keys and values, for a model config and cache type.
+  [[nodiscard]] static int64_t block_bytes(const model::ModelConfig& config, int64_t block_size, DType cache_dtype);
+  [[nodiscard]] int64_t cache_bytes() const { return cache_bytes_; }
+
  private:
   std::unique_ptr<model::Model> model_;
   model::KvCache cache_;
+  int64_t cache_bytes_ = 0;
 };
 
 }  // namespace pagoda::worker
