@@ -96,9 +96,7 @@ int run_serve(ServeArgs& a) {
 
   engine::AsyncEngine engine(a.engine, a.max_waiting_requests);
   server::Server srv(engine, a.server);
-  const engine::EngineStats stats = engine.stats();
-  fmt::print("pagoda: KV cache of {} blocks of {} tokens ({} tokens), max model length {}\n", stats.num_blocks,
-             a.engine.block_size, stats.num_blocks * a.engine.block_size, engine.max_model_len());
+  fmt::print("pagoda: {}, max model length {}\n", engine.cache_summary(), engine.max_model_len());
   const std::string host = a.server.host.find(':') != std::string::npos ? "[" + a.server.host + "]" : a.server.host;
   fmt::print("pagoda: serving {} at http://{}:{}\n", a.server.served_model_names[0], host, srv.port());
   std::fflush(stdout);
