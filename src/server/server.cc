@@ -658,7 +658,12 @@ void Server::Impl::handle(Conn& c, HttpRequest& req) {
     } else if (path == "/detokenize") {
       detokenize(c, req);
     } else if (path == "/metrics") {
-      respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", metrics_.render(engine_.stats()), keep_alive);
+      // The engine queues a request's last output before it updates its stats, so draining the
+      // queue after reading them makes the finished counts agree with the gauges.
+      const engine::EngineStats stats = engine_.stats();
+      drain_mailbox();
+      if (c.dead) return;
+      respond(c, 200, "text/plain; version=0.0.4; charset=utf-8", metrics_.render(stats), keep_alive);
     }
   } catch (const ApiError& e) {
     respond_error(c, e, keep_alive);

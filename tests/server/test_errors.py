@@ -236,7 +236,7 @@ def test_api_key(pagoda_bin, default_model):
 def test_queue_full_gives_503(pagoda_bin, default_model):
     s = start_server(pagoda_bin, default_model, "--max-num-seqs", "1", "--max-waiting-requests", "1")
     try:
-        body = {"model": MODEL_NAME, "prompt": "Count:", "max_tokens": 64, "ignore_eos": True}
+        body = {"model": MODEL_NAME, "prompt": "Count:", "max_tokens": 16, "ignore_eos": True}
         results = []
 
         def go():
