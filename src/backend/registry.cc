@@ -8,6 +8,14 @@
 
 namespace pagoda {
 
+#if PAGODA_HAS_XPU
+namespace xpu {
+// Defined by the pagoda_xpu target (backends/xpu/xpu_backend.h); declared here so that the portable
+// library needs no OpenCL headers.
+Backend& xpu_backend(int index);
+}  // namespace xpu
+#endif
+
 Backend& backend_for(Device device) {
   switch (device.kind) {
     case DeviceKind::kCpu:
@@ -16,9 +24,14 @@ Backend& backend_for(Device device) {
              device.index);
       }
       return cpu::cpu_backend();
-    // The xpu and cuda targets can list their devices (pagoda info --devices) but have no kernels
-    // yet, so no backend object exists for them.
-    case DeviceKind::kXpu: fail(ErrorCode::kUnsupported, "the xpu backend is not implemented in this build yet");
+    case DeviceKind::kXpu:
+#if PAGODA_HAS_XPU
+      return xpu::xpu_backend(device.index);
+#else
+      fail(ErrorCode::kUnsupported,
+           "the xpu backend is not implemented in this build yet (configure with -DPAGODA_XPU=ON)");
+#endif
+    // The cuda target can list its devices (pagoda info --devices) but has no kernels yet.
     case DeviceKind::kCuda: fail(ErrorCode::kUnsupported, "the cuda backend is not implemented in this build yet");
   }
   fail(ErrorCode::kInvalidArgument, "unknown device kind {}", static_cast<int>(device.kind));

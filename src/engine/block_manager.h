@@ -63,15 +63,18 @@ class BlockManager {
   // Grows `seq` to hold `num_tokens` tokens (>= what it holds). The tokens between what it held
   // and num_tokens will be written by the caller: a shared block among those it writes into is
   // first copied (appended to `copies`). Returns false, changing nothing, when too few blocks
-  // are free (evicting cached blocks as needed otherwise).
+  // are free (evicting cached blocks as needed otherwise). The copy is decided here, so a
+  // sequence must not be forked between this call and the step that writes those tokens.
   [[nodiscard]] bool allocate(SeqId seq, int64_t num_tokens, std::vector<BlockCopy>& copies);
 
   // Tokens [0, num_computed) of `seq` now sit in its blocks: every full block among them is
   // registered in the prefix cache (a no-op without prefix caching). `tokens` are the sequence's
-  // tokens, at least num_computed of them.
+  // tokens, at least num_computed of them. Blocks already committed are not looked at again
+  // (a smaller num_computed changes nothing).
   void commit(SeqId seq, std::span<const int32_t> tokens, int64_t num_computed);
 
-  // `child` (holding nothing) takes all of `parent`'s blocks, shared.
+  // `child` (holding nothing) takes all of `parent`'s blocks, shared, and its token count. An
+  // unknown parent holds nothing, so neither does the child.
   void fork(SeqId parent, SeqId child);
 
   // Releases every block of `seq` (preemption, finish or abort); unknown ids are ignored.

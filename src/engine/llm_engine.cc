@@ -254,7 +254,7 @@ void LLMEngine::add_request(EngineRequest request) {
   r->forked = p.n == 1;
   if (p.prompt_logprobs) r->prompt_logprobs.assign(static_cast<size_t>(prompt_len), std::nullopt);
   const SeqId seq = next_seq_++;
-  scheduler_->add(seq, r->req.prompt_token_ids, r->max_new_tokens, !p.prompt_logprobs.has_value());
+  scheduler_->add(seq, r->req.prompt_token_ids, r->max_new_tokens, !p.prompt_logprobs.has_value(), p.n);
   r->samples[0].seq = seq;
   seq_owner_[seq] = {r.get(), 0};
   requests_.emplace(r->req.request_id, std::move(r));
@@ -383,7 +383,7 @@ std::vector<RequestOutput> LLMEngine::step() {
       in.cu_query_lens.push_back(static_cast<int32_t>(in.token_ids.size()));
       for (int64_t b = 0; b < in.max_blocks_per_seq; ++b)
         in.block_tables.push_back(b < static_cast<int64_t>(table.size()) ? table[static_cast<size_t>(b)] : 0);
-      if (r->req.params.prompt_logprobs && !r->forked && sample == 0) {
+      if (r->req.params.prompt_logprobs && sample == 0 && ss.start < seq.prompt_len) {
         const int64_t from = std::max(ss.start, r->prompt_lp_done - 1);
         const int64_t to = std::min(ss.start + ss.num_tokens, seq.prompt_len - 1);
         for (int64_t pos = from; pos < to; ++pos) {

@@ -8,6 +8,15 @@
 //   softmax of what is left with the row's own generator.
 // Log-probabilities are those of the model's logits (log-softmax of the raw row, before any of
 // the above), as vLLM reports them by default.
+//
+// Precisely: the processing and the softmax run in double. Greedy when temperature < 1e-5 (vLLM's
+// epsilon). min_p drops tokens whose probability is below min_p times the largest; top_k keeps
+// the k most likely (ties: lower id); top_p keeps the smallest set of most likely tokens (ties:
+// lower id) whose probability, renormalised over what min_p and top_k left, sums to >= top_p
+// (always at least one). The draw takes one 53-bit uniform from the top bits of one generator
+// output, so draws are the same with every standard library. NaN logits are never chosen;
+// +inf logits share the probability equally; a row with nothing to choose gives the lowest id
+// that is not NaN (0 for a row of NaNs).
 
 #include <cstdint>
 #include <random>
@@ -38,13 +47,18 @@ struct SampleResult {
   PositionLogprobs logprobs;
 };
 
+// Several rows are split over threads only when rows * vocab reaches this many logits.
+inline constexpr int64_t kParallelSampleLogits = int64_t{1} << 20;
+
 class Sampler {
  public:
   // Threads used for large batches (rows are independent; the result never depends on it).
   explicit Sampler(int num_threads = 1);
 
-  // `logits` is (rows.size(), vocab) f32 on the host. Never fails for valid params (validated
-  // when the request was added); a row of NaNs samples token 0.
+  // `logits` is (rows.size(), vocab) f32 on the host (rows may be strided, the vocab dimension
+  // contiguous). Never fails for valid params (validated when the request was added); a row of
+  // NaNs samples token 0. Token ids out of range in a row's lists are ignored. Throws
+  // kInvalidArgument for a malformed call (shape, null params, no generator for a random row).
   [[nodiscard]] std::vector<SampleResult> sample(const Tensor& logits, std::span<const SampleRow> rows);
 
  private:
@@ -53,6 +67,16 @@ class Sampler {
 
 // The log-probability of `token_id` in `logits` and the `top` most likely tokens (log-softmax
 // of the row; ties ranked by lower id). For prompt_logprobs and for tests.
+// NaN logits count as -inf; a row whose largest logit is +inf spreads the mass over its +inf
+// logits; a row with no logit above -inf gives -inf everywhere.
 [[nodiscard]] PositionLogprobs row_logprobs(std::span<const float> logits, int32_t token_id, int64_t top);
+
+namespace detail {
+// The steps before temperature: logit_bias, the min_tokens mask, then the repetition, frequency
+// and presence penalties, written into `out` (same size as `logits`) in double.
+void process_row(std::span<const float> logits, const SampleRow& row, std::span<double> out);
+// One uniform number in [0, 1) from the top 53 bits of one generator output.
+[[nodiscard]] double uniform01(Generator& generator);
+}  // namespace detail
 
 }  // namespace pagoda::engine

@@ -25,8 +25,12 @@ int64_t Scheduler::blocks_for(int64_t num_tokens) const {
   return (num_tokens + config_.block_size - 1) / config_.block_size;
 }
 
-void Scheduler::add(SeqId id, std::vector<int32_t> prompt, int64_t max_new_tokens, bool use_prefix_cache) {
+void Scheduler::add(SeqId id, std::vector<int32_t> prompt, int64_t max_new_tokens, bool use_prefix_cache,
+                    int64_t seats) {
   if (seqs_.count(id) != 0) fail(ErrorCode::kInvalidArgument, "sequence {} was already added", id);
+  if (seats < 1 || seats > config_.max_num_seqs) {
+    fail(ErrorCode::kInvalidArgument, "{} parallel samples do not fit max_num_seqs {}", seats, config_.max_num_seqs);
+  }
   const auto prompt_len = static_cast<int64_t>(prompt.size());
   if (prompt_len == 0) fail(ErrorCode::kInvalidArgument, "the prompt is empty");
   if (prompt_len > config_.max_model_len) {
@@ -50,6 +54,7 @@ void Scheduler::add(SeqId id, std::vector<int32_t> prompt, int64_t max_new_token
   s.prompt_len = prompt_len;
   s.max_len = max_len;
   s.use_prefix_cache = use_prefix_cache && config_.enable_prefix_caching;
+  s.seats = seats;
   seqs_.emplace(id, std::move(s));
   waiting_.push_back(id);
 }
@@ -58,8 +63,11 @@ void Scheduler::fork(SeqId parent, SeqId child) {
   const Sequence& p = sequence(parent);
   if (p.status != SeqStatus::kRunning) fail(ErrorCode::kInternal, "fork of sequence {}, which is not running", parent);
   if (seqs_.count(child) != 0) fail(ErrorCode::kInternal, "fork into sequence {}, which exists", child);
+  if (p.seats < 2) fail(ErrorCode::kInternal, "fork of sequence {}, which has no seat left to give", parent);
   Sequence c = p;
   c.id = child;
+  c.seats = 1;
+  seqs_.at(parent).seats -= 1;
   blocks_.fork(parent, child);
   seqs_.emplace(child, std::move(c));
   running_.push_back(child);
@@ -77,6 +85,7 @@ void Scheduler::remove(SeqId seq) {
   blocks_.free(seq);
   if (it->second.status == SeqStatus::kRunning) {
     running_.erase(std::find(running_.begin(), running_.end(), seq));
+    running_seats_ -= it->second.seats;
   } else {
     waiting_.erase(std::find(waiting_.begin(), waiting_.end(), seq));
   }
@@ -110,6 +119,7 @@ void Scheduler::preempt(SeqId seq, SchedulerOutput& out) {
   s.num_computed = 0;
   s.status = SeqStatus::kWaiting;
   running_.erase(std::find(running_.begin(), running_.end(), seq));
+  running_seats_ -= s.seats;
   waiting_.push_front(seq);
   ++s.num_preemptions;
   ++num_preemptions_;
@@ -159,10 +169,10 @@ SchedulerOutput Scheduler::schedule() {
     ++i;
   }
 
-  while (!preempted && !waiting_.empty() && budget > 0 &&
-         static_cast<int64_t>(running_.size()) < config_.max_num_seqs) {
+  while (!preempted && !waiting_.empty() && budget > 0 && running_seats_ < config_.max_num_seqs) {
     const SeqId id = waiting_.front();
     Sequence& s = seqs_.at(id);
+    if (running_seats_ + s.seats > config_.max_num_seqs) break;
     if (s.num_computed == 0 && s.use_prefix_cache && blocks_.block_table(id).empty()) {
       s.num_computed = blocks_.attach_cached_prefix(id, s.tokens);
       if (!s.admitted_once) s.num_cached_prompt_tokens = s.num_computed;
@@ -178,6 +188,7 @@ SchedulerOutput Scheduler::schedule() {
     s.status = SeqStatus::kRunning;
     s.admitted_once = true;
     running_.push_back(id);
+    running_seats_ += s.seats;
   }
   return out;
 }

@@ -52,6 +52,8 @@ struct Sequence {
   int64_t max_len = 0;       // the most tokens it will ever hold
   SeqStatus status = SeqStatus::kWaiting;
   bool use_prefix_cache = true;
+  // Running seats it takes: n for a request's first sequence until its samples fork, else 1.
+  int64_t seats = 1;
   int64_t num_cached_prompt_tokens = 0;  // found in the prefix cache when first admitted
   int64_t num_preemptions = 0;
   bool admitted_once = false;
@@ -78,12 +80,14 @@ class Scheduler {
   explicit Scheduler(const SchedulerConfig& config);
 
   // Queues a new sequence that will hold at most prompt.size() + max_new_tokens tokens (capped
-  // at max_model_len). Throws Error(kInvalidArgument) for an empty prompt, a prompt longer than
-  // max_model_len, or one that could never fit the cache even alone.
-  void add(SeqId id, std::vector<int32_t> prompt, int64_t max_new_tokens, bool use_prefix_cache = true);
+  // at max_model_len). `seats`: the samples (n) it will fork into, which are admitted together.
+  // Throws Error(kInvalidArgument) for an empty prompt, a prompt longer than max_model_len, one
+  // that could never fit the cache even alone, or more seats than max_num_seqs.
+  void add(SeqId id, std::vector<int32_t> prompt, int64_t max_new_tokens, bool use_prefix_cache = true,
+           int64_t seats = 1);
 
-  // `child` becomes a running copy of `parent` sharing all its blocks (n > 1 samples); it runs
-  // after every sequence running now.
+  // `child` becomes a running copy of `parent` sharing all its blocks (n > 1 samples), taking one
+  // of the parent's seats; it runs after every sequence running now.
   void fork(SeqId parent, SeqId child);
 
   // A token sampled for `seq`.
@@ -101,6 +105,7 @@ class Scheduler {
   [[nodiscard]] bool contains(SeqId seq) const { return seqs_.count(seq) != 0; }
   [[nodiscard]] std::span<const int32_t> block_table(SeqId seq) const { return blocks_.block_table(seq); }
   [[nodiscard]] int64_t num_running() const { return static_cast<int64_t>(running_.size()); }
+  [[nodiscard]] int64_t num_running_seats() const { return running_seats_; }
   [[nodiscard]] int64_t num_waiting() const { return static_cast<int64_t>(waiting_.size()); }
   [[nodiscard]] bool has_unfinished() const { return !seqs_.empty(); }
   [[nodiscard]] int64_t num_preemptions() const { return num_preemptions_; }
@@ -119,6 +124,7 @@ class Scheduler {
   std::unordered_map<SeqId, Sequence> seqs_;
   std::vector<SeqId> running_;  // admission order
   std::deque<SeqId> waiting_;   // arrival order; preempted ones at the front
+  int64_t running_seats_ = 0;
   int64_t num_preemptions_ = 0;
 };
 

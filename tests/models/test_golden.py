@@ -149,8 +149,12 @@ def test_prompt_longer_than_the_context(pagoda_bin):
                    "--max-tokens", "1", "--temperature", "0")
     line = one_line_error(r)
     assert "context" in line and str(context + 1) in line and str(context) in line
-    # A prompt that fills the context exactly still yields one token.
-    out = generate(pagoda_bin, GOLDEN / "llama", [[5] * context], 4)[0]
+    # The context counts prompt and generated tokens (as vLLM's max_model_len): a prompt that fills
+    # it leaves no room, and `generate` shortens --max-tokens to what fits.
+    r = run_pagoda(pagoda_bin, "generate", str(GOLDEN / "llama"), "--prompt-ids", ids_arg([5] * context),
+                   "--max-tokens", "1")
+    assert "maximum context length" in one_line_error(r)
+    out = generate(pagoda_bin, GOLDEN / "llama", [[5] * (context - 1)], 4)[0]
     assert out["completion_tokens"] == 1 and out["finish_reason"] == "length"
 
 

@@ -5,6 +5,7 @@
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
 
+#include <chrono>
 #include <string>
 
 #include "core/error.h"
@@ -112,6 +113,31 @@ TEST(JinjaTest, OutputBudget) {
   EXPECT_NE(error_of("{{ 'x' * 100000 }}", o).find("limit"), std::string::npos);
   EXPECT_NE(error_of("{{ ([1] * 100) | tojson }}", RenderOptions{.max_output_bytes = 100}).find("limit"),
             std::string::npos);
+}
+
+TEST(JinjaTest, RepeatedWorkOnHugeStringsHitsTheBudget) {
+  // Each of these looks like a few steps per iteration but scans 100 kB each time; the budget
+  // counts the bytes, so they stop quickly instead of running for minutes.
+  const char* kTemplates[] = {
+      "{% set s = 'a' * 100000 %}{% for i in range(100000) %}{% if s in s %}{% endif %}{% endfor %}",
+      "{% set s = 'a' * 100000 %}{% for i in range(100000) %}{% set n = s | length %}{% endfor %}",
+      "{% set s = 'a' * 100000 %}{% for i in range(100000) %}{% set c = s[-1] %}{% endfor %}",
+      "{% set s = 'ab' * 50000 %}{% for i in range(100000) %}{% set c = s.rfind('ba') %}{% endfor %}",
+      "{% set s = 'a' * 100000 %}{% set t = 'a' * 99999 ~ 'b' %}{% for i in range(100000) %}"
+      "{% if s == t ~ '' %}{% endif %}{% endfor %}",
+      "{% set l = ['a' * 100000, 'b' * 100000] * 100 %}{% for i in range(100000) %}{% if 'c' in l %}{% endif %}"
+      "{% endfor %}",
+  };
+  auto start = std::chrono::steady_clock::now();
+  for (const char* t : kTemplates)
+    EXPECT_NE(error_of(t).find("budget"), std::string::npos) << t;
+  EXPECT_NE(error_of("{{ ('a,' * 1000000).split(',') | length }}").find("parts"), std::string::npos);
+  // Sorting many references to one huge string is cheap and allowed; hashing each one is not.
+  EXPECT_EQ(render("{% set s = 'a' * 100000 %}{{ ([s] * 10000) | sort(case_sensitive=true) | length }}"), "10000");
+  EXPECT_NE(error_of("{% set s = 'a' * 100000 %}{{ ([s] * 10000) | unique | list | length }}").find("budget"),
+            std::string::npos);
+  double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 30.0);
 }
 
 TEST(JinjaTest, ListSizeBudget) {

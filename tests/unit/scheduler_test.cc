@@ -132,32 +132,51 @@ TEST(Scheduler, PreemptsTheNewestSequenceAndRecomputesIt) {
   ASSERT_EQ(out.seqs.size(), 3u);
   EXPECT_TRUE(out.preempted.empty());
   finish_step(s, out);
-  // Token 9 needs a third block for each: 1 gets one by preempting 3; 2 then preempts itself.
+  // Token 9 needs a third block for each: 1 takes the newest sequence's (3 is preempted), 2
+  // takes the other block 3 released.
   out = s.schedule();
-  EXPECT_EQ(out.preempted, (std::vector<SeqId>{3, 2}));
-  ASSERT_EQ(out.seqs.size(), 1u);
+  EXPECT_EQ(out.preempted, (std::vector<SeqId>{3}));
+  ASSERT_EQ(out.seqs.size(), 2u);
   EXPECT_EQ(out.seqs[0].seq, 1);
-  EXPECT_EQ(s.num_preemptions(), 2);
+  EXPECT_EQ(out.seqs[1].seq, 2);
+  EXPECT_EQ(s.num_preemptions(), 1);
   EXPECT_EQ(s.sequence(3).num_computed, 0);
-  EXPECT_EQ(s.sequence(2).status, SeqStatus::kWaiting);
+  EXPECT_EQ(s.sequence(3).status, SeqStatus::kWaiting);
   finish_step(s, out);
-  // Preempted sequences come back first, in their order, recomputing every token they hold.
+  // Token 10 fits the third blocks; token 13 needs fourth blocks: 2 is preempted and 1 goes on.
+  for (int i = 0; i < 3; ++i) {
+    out = s.schedule();
+    EXPECT_TRUE(out.preempted.empty());
+    EXPECT_EQ(find(out, 3), nullptr);  // no room to come back yet
+    finish_step(s, out);
+  }
+  out = s.schedule();
+  EXPECT_EQ(out.preempted, (std::vector<SeqId>{2}));
+  finish_step(s, out);
+  // When 1 finishes, the preempted sequences come back in their order (2 was preempted last,
+  // so it is first), each computing again every token it holds.
   s.remove(1);
   out = s.schedule();
-  ASSERT_EQ(out.seqs.size(), 2u);
+  ASSERT_EQ(out.seqs.size(), 1u);  // 2 takes 4 blocks; 3 would need 3 more
   EXPECT_EQ(out.seqs[0].seq, 2);
   EXPECT_EQ(out.seqs[0].start, 0);
-  EXPECT_EQ(out.seqs[0].num_tokens, 9);  // 7 prompt + 2 generated
+  EXPECT_EQ(out.seqs[0].num_tokens, 13);  // 7 prompt + 6 generated
   EXPECT_TRUE(out.seqs[0].sample);
-  EXPECT_EQ(out.seqs[1].seq, 3);
+  finish_step(s, out);
+  s.remove(2);
+  out = s.schedule();
+  ASSERT_EQ(out.seqs.size(), 1u);
+  EXPECT_EQ(out.seqs[0].seq, 3);
+  EXPECT_EQ(out.seqs[0].start, 0);
+  EXPECT_EQ(out.seqs[0].num_tokens, 9);
 }
 
 TEST(Scheduler, AdmitsNothingInAStepThatPreempted) {
   SchedulerConfig c = config(4, 4, 64);
   c.enable_prefix_caching = false;
   Scheduler s(c);
-  s.add(1, tokens(8, 10), 20);
-  s.add(2, tokens(7, 30), 20);
+  s.add(1, tokens(8, 10), 9);
+  s.add(2, tokens(7, 30), 10);
   finish_step(s, s.schedule());  // 1: 2 blocks (8 tokens + 1 to come), 2: 2 blocks
   s.add(3, tokens(2, 60), 2);
   const SchedulerOutput out = s.schedule();  // 1 needs a third block: 2 is preempted
@@ -202,7 +221,7 @@ TEST(Scheduler, SecondRequestComputesOnlyTheTokensAfterASharedPrefix) {
 
 TEST(Scheduler, ForkedSamplesCopyTheSharedPartialBlock) {
   Scheduler s(config(32, 4, 64));
-  s.add(1, tokens(6), 5);
+  s.add(1, tokens(6), 5, true, 3);
   SchedulerOutput out = s.schedule();
   s.step_done(out);
   s.fork(1, 2);
@@ -255,9 +274,12 @@ TEST(Scheduler, LongropeBoundaryRecomputesTheWholeSequenceOnce) {
 // (a shadow cache records which token each slot holds and every computed token is read back),
 // the block manager's books; and at the end that every block is free again.
 TEST(Scheduler, RandomWorkloadKeepsTheBooksAndLeaksNothing) {
+  int64_t preemptions = 0;
+  int64_t hits = 0;
+  int64_t copies = 0;
   for (uint64_t seed : {1u, 2u, 3u}) {
     std::mt19937_64 rng(seed);
-    SchedulerConfig c = config(48, 4, 24, 6);
+    SchedulerConfig c = config(24, 4, 24, 6);
     c.max_model_len = 64;
     c.enable_prefix_caching = seed != 3;
     Scheduler s(c);
@@ -278,7 +300,7 @@ TEST(Scheduler, RandomWorkloadKeepsTheBooksAndLeaksNothing) {
         for (int32_t& t : prompt)
           t = static_cast<int32_t>(rng() % 3);
         const int64_t max_new = 1 + static_cast<int64_t>(rng() % 20);
-        s.add(next, prompt, max_new);
+        s.add(next, prompt, max_new, true, 1 + static_cast<int64_t>(rng() % 3));
         budget_left[next] = max_new;
         ++next;
       } else if (r < 4 && !budget_left.empty()) {
@@ -289,6 +311,8 @@ TEST(Scheduler, RandomWorkloadKeepsTheBooksAndLeaksNothing) {
         const SchedulerOutput out = s.schedule();
         ASSERT_LE(out.num_batched_tokens, c.max_num_batched_tokens);
         ASSERT_LE(s.num_running(), c.max_num_seqs);
+        ASSERT_LE(s.num_running_seats(), c.max_num_seqs);
+        copies += static_cast<int64_t>(out.copies.size());
         for (const BlockCopy& cp : out.copies) {
           for (int64_t k = 0; k < c.block_size; ++k)
             shadow[static_cast<size_t>(cp.dst * c.block_size + k)] =
@@ -324,7 +348,7 @@ TEST(Scheduler, RandomWorkloadKeepsTheBooksAndLeaksNothing) {
           --left;
           const Sequence& q = s.sequence(id);
           if (left == 0 || static_cast<int64_t>(q.tokens.size()) >= q.max_len || rng() % 8 == 0) {
-            if (left > 0 && rng() % 2 == 0 && budget_left.size() < 12) {
+            if (left > 0 && q.seats > 1 && rng() % 2 == 0) {
               // n > 1: a copy of this sequence continues beside it.
               s.fork(id, next);
               budget_left[next] = left;
@@ -345,7 +369,13 @@ TEST(Scheduler, RandomWorkloadKeepsTheBooksAndLeaksNothing) {
     EXPECT_EQ(s.block_manager().num_free_blocks(), c.num_blocks) << "seed " << seed;
     EXPECT_EQ(s.block_manager().usage(), 0.0);
     EXPECT_FALSE(s.has_unfinished());
+    preemptions += s.num_preemptions();
+    hits += s.block_manager().prefix_cache_stats().hits;
   }
+  // The workload reached every path: preemptions, prefix hits and copy-on-write.
+  EXPECT_GT(preemptions, 0);
+  EXPECT_GT(hits, 0);
+  EXPECT_GT(copies, 0);
 }
 
 }  // namespace

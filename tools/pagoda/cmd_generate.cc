@@ -202,6 +202,9 @@ int run_generate(GenerateArgs& a) {
     r.prompt_token_ids = std::move(jobs[i].prompt);
     r.params = jobs[i].params;
     r.delta = true;
+    // Generation stops at the end of the context: --max-tokens is shortened to what fits.
+    const auto room = e.max_model_len() - static_cast<int64_t>(r.prompt_token_ids.size());
+    if (r.params.max_tokens && room >= 1 && *r.params.max_tokens > room) r.params.max_tokens = room;
     try {
       e.check_request(r);
     } catch (const Error& err) {
@@ -269,7 +272,8 @@ int run_generate(GenerateArgs& a) {
     const auto now = std::chrono::steady_clock::now();
     if (report && now - last_report > std::chrono::seconds(2)) {
       last_report = now;
-      fmt::print(stderr, "pagoda: {}/{} requests done\n", finished, total);
+      fmt::print(stderr, "pagoda: {}/{} requests done, {} tokens generated\n", finished, total,
+                 e.stats().generation_tokens);
     }
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -284,7 +288,8 @@ int run_generate(GenerateArgs& a) {
     if (a.json) {
       nlohmann::ordered_json j;
       j["prompt_tokens"] = r.prompt_token_ids.size();
-      for (auto& [k, v] : sample_json(r.outputs.at(0)).items())
+      const nlohmann::ordered_json first = sample_json(r.outputs.at(0));
+      for (const auto& [k, v] : first.items())
         j[k] = v;
       if (r.outputs.size() > 1) {
         nlohmann::ordered_json all = nlohmann::ordered_json::array();

@@ -95,6 +95,7 @@ std::vector<Value> attribute_parts(const Value& attribute) {
 }
 
 Value follow_parts(Interpreter& in, Value item, const std::vector<Value>& parts) {
+  in.charge(1);  // every per-item loop of a filter comes through here
   for (const Value& p : parts)
     item = in.getitem(item, p);
   return item;
@@ -364,8 +365,10 @@ Value f_dictsort(Interpreter& in, const Value& v, const Args& a) {
   auto items = dict_items(v);
   in.charge(items.size());
   std::vector<Value> keys;
-  for (const auto& kv : items)
+  for (const auto& kv : items) {
+    in.charge(1);
     keys.push_back(lower_if_string(pos == 0 ? kv.first : kv.second, cs));
+  }
   std::vector<size_t> order(items.size());
   for (size_t i = 0; i < order.size(); ++i)
     order[i] = i;
@@ -641,8 +644,8 @@ std::string str_replace(Interpreter& in, const std::string& s, const std::string
   size_t pos = 0;
   int64_t done = 0;
   while (count < 0 || done < count) {
-    size_t hit = s.find(old, pos);
-    if (hit == std::string::npos) break;
+    size_t hit = text::find(s, old, pos);
+    if (hit == std::string_view::npos) break;
     out.append(s, pos, hit - pos);
     out += repl;
     if (out.size() > in.max_string()) type_error("replace() result is too large");

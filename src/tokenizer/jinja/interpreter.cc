@@ -184,8 +184,9 @@ bool contains(const Value& container, const Value& item) {
     case Value::Kind::kString:
       if (item.is_undefined()) undefined_error(item);
       if (!item.is_string()) type_error("'in <string>' requires string as left operand, not {}", item.type_name());
-      return container.as_string().find(item.as_string()) != std::string::npos;
+      return text::find(container.as_string(), item.as_string()) != std::string_view::npos;
     case Value::Kind::kList:
+      text::add_work(container.as_list().size());
       for (const Value& v : container.as_list()) {
         if (equals(v, item)) return true;
       }
@@ -203,7 +204,7 @@ Interpreter::DepthGuard::DepthGuard(Interpreter& in) : in_(in) {
 }
 
 void Interpreter::charge(uint64_t steps) {
-  steps_ += steps;
+  steps_ += steps + text::take_work();
   if (steps_ > limits_.max_steps) type_error("template exceeded its budget of {} evaluation steps", limits_.max_steps);
 }
 
@@ -232,6 +233,7 @@ std::string Interpreter::render(const StmtList& body, std::shared_ptr<const Dict
   auto root = std::make_shared<Scope>(nullptr);
   root->root = std::move(context);
   std::string out;
+  (void)text::take_work();  // work from before this render is not this template's
   try {
     (void)exec_block(body, root, out);
   } catch (const TemplateError& e) {
@@ -625,13 +627,17 @@ Value Interpreter::getitem(const Value& obj, const Value& key) {
       if (i < 0 || i >= n) return Value::undefined("list index out of range");
       return obj.as_list()[static_cast<size_t>(i)];
     }
-    std::vector<char32_t> cps = text::decode(obj.as_string());
-    const auto n = static_cast<int64_t>(cps.size());
-    if (i < 0) i += n;
-    if (i < 0 || i >= n) return Value::undefined("string index out of range");
-    std::string out;
-    text::append_utf8(out, cps[static_cast<size_t>(i)]);
-    return Value::string(std::move(out));
+    const std::string& s = obj.as_string();
+    if (i < 0) i += static_cast<int64_t>(text::length(s));
+    if (i < 0) return Value::undefined("string index out of range");
+    size_t pos = 0;
+    text::add_work(static_cast<uint64_t>(i) / 32);
+    for (int64_t k = 0; k < i && pos < s.size(); ++k)
+      (void)text::next_code_point(s, pos);
+    if (pos >= s.size()) return Value::undefined("string index out of range");
+    size_t start = pos;
+    (void)text::next_code_point(s, pos);
+    return Value::string(s.substr(start, pos - start));
   }
   return fallback();
 }

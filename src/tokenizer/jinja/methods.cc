@@ -57,23 +57,6 @@ std::pair<size_t, size_t> clamp_range(const std::optional<Value>& start, const s
   return {fix(opt_int(start, 0, fn)), fix(opt_int(end, n, fn))};
 }
 
-// Finds `sub` in the code points `s` between b and e; returns the code point index or -1.
-int64_t find_cp(const std::vector<char32_t>& s, const std::vector<char32_t>& sub, size_t b, size_t e, bool reverse) {
-  if (e < b || e - b < sub.size()) return -1;
-  if (!reverse) {
-    for (size_t i = b; i + sub.size() <= e; ++i) {
-      if (std::equal(sub.begin(), sub.end(), s.begin() + static_cast<std::ptrdiff_t>(i)))
-        return static_cast<int64_t>(i);
-    }
-  } else {
-    for (size_t i = e - sub.size() + 1; i-- > b;) {
-      if (std::equal(sub.begin(), sub.end(), s.begin() + static_cast<std::ptrdiff_t>(i)))
-        return static_cast<int64_t>(i);
-    }
-  }
-  return -1;
-}
-
 std::vector<Value> split_whitespace(const std::string& s, int64_t maxsplit, bool from_right) {
   std::vector<char32_t> cps = text::decode(s);
   std::vector<std::pair<size_t, size_t>> words;
@@ -111,38 +94,38 @@ std::vector<Value> split_whitespace(const std::string& s, int64_t maxsplit, bool
   return out;
 }
 
-std::vector<Value> split_sep(const std::string& s, const std::string& sep, int64_t maxsplit, bool from_right) {
+std::vector<Value> split_sep(const std::string& s, const std::string& sep, int64_t maxsplit, bool from_right,
+                             size_t max_items) {
   if (sep.empty()) type_error("empty separator");
-  std::vector<std::string> parts;
-  if (!from_right) {
-    size_t pos = 0;
-    int64_t n = 0;
-    while (maxsplit < 0 || n < maxsplit) {
-      size_t hit = s.find(sep, pos);
-      if (hit == std::string::npos) break;
-      parts.push_back(s.substr(pos, hit - pos));
-      pos = hit + sep.size();
-      ++n;
-    }
-    parts.push_back(s.substr(pos));
-  } else {
-    size_t end = s.size();
-    int64_t n = 0;
-    std::vector<std::string> rev;
-    while (maxsplit < 0 || n < maxsplit) {
-      if (end < sep.size()) break;
-      size_t hit = s.rfind(sep, end - sep.size());
-      if (hit == std::string::npos) break;
-      rev.push_back(s.substr(hit + sep.size(), end - hit - sep.size()));
-      end = hit;
-      ++n;
-    }
-    rev.push_back(s.substr(0, end));
-    parts.assign(rev.rbegin(), rev.rend());
+  // rsplit is split over the reversed text: the right-to-left scan finds the same separators.
+  std::string text_buf;
+  std::string sep_buf;
+  if (from_right) {
+    text_buf.assign(s.rbegin(), s.rend());
+    sep_buf.assign(sep.rbegin(), sep.rend());
   }
+  const std::string& hay = from_right ? text_buf : s;
+  const std::string& needle = from_right ? sep_buf : sep;
+  std::vector<std::string> parts;
+  size_t pos = 0;
+  int64_t n = 0;
+  while (maxsplit < 0 || n < maxsplit) {
+    size_t hit = text::find(hay, needle, pos);
+    if (hit == std::string_view::npos) break;
+    parts.push_back(hay.substr(pos, hit - pos));
+    if (parts.size() >= max_items) type_error("split() gives more than {} parts", max_items);
+    pos = hit + needle.size();
+    ++n;
+  }
+  parts.push_back(hay.substr(pos));
   std::vector<Value> out;
-  for (auto& p : parts)
-    out.push_back(Value::string(std::move(p)));
+  if (from_right) {
+    for (auto it = parts.rbegin(); it != parts.rend(); ++it)
+      out.push_back(Value::string(std::string(it->rbegin(), it->rend())));
+  } else {
+    for (auto& p : parts)
+      out.push_back(Value::string(std::move(p)));
+  }
   return out;
 }
 
@@ -223,8 +206,10 @@ Value str_method(Interpreter& in, const std::string& s, std::string_view name, c
     auto sep = opt_str(p[0], name);
     int64_t maxsplit = opt_int(p[1], -1, name);
     in.charge(s.size() / 16);
-    return Value::list(sep ? split_sep(s, *sep, maxsplit, name == "rsplit")
-                           : split_whitespace(s, maxsplit, name == "rsplit"));
+    std::vector<Value> parts = sep ? split_sep(s, *sep, maxsplit, name == "rsplit", in.max_items())
+                                   : split_whitespace(s, maxsplit, name == "rsplit");
+    if (parts.size() > in.max_items()) type_error("split() gives more than {} parts", in.max_items());
+    return Value::list(std::move(parts));
   }
   if (name == "splitlines") {
     auto p = bind_args(a, {"keepends"}, name);
@@ -274,27 +259,35 @@ Value str_method(Interpreter& in, const std::string& s, std::string_view name, c
   if (name == "find" || name == "rfind" || name == "index" || name == "rindex" || name == "count") {
     auto p = bind_args(a, {"sub", "start", "end"}, name);
     const std::string& sub = need_str(p[0], name);
-    std::vector<char32_t> cps = text::decode(s);
-    std::vector<char32_t> sc = text::decode(sub);
-    auto [b, e] = clamp_range(p[1], p[2], cps.size(), name);
-    in.charge(cps.size() / 16);
+    // Code point positions map to byte offsets; UTF-8 matches never straddle a code point.
+    std::vector<size_t> offsets;
+    offsets.reserve(s.size() + 1);
+    text::add_work(s.size() / 32);
+    for (size_t pos = 0; pos < s.size();) {
+      offsets.push_back(pos);
+      (void)text::next_code_point(s, pos);
+    }
+    offsets.push_back(s.size());
+    auto [b, e] = clamp_range(p[1], p[2], offsets.size() - 1, name);
+    auto to_cp = [&](size_t byte) {
+      return static_cast<int64_t>(std::lower_bound(offsets.begin(), offsets.end(), byte) - offsets.begin());
+    };
+    if (e < b) return Value::integer(name == "count" ? 0 : -1);
+    std::string_view window = std::string_view(s).substr(offsets[b], offsets[e] - offsets[b]);
     if (name == "count") {
-      if (e < b) return Value::integer(0);
-      if (sc.empty()) return Value::integer(static_cast<int64_t>(e - b + 1));
+      if (sub.empty()) return Value::integer(static_cast<int64_t>(e - b + 1));
       int64_t n = 0;
-      for (size_t i = b; i + sc.size() <= e;) {
-        if (std::equal(sc.begin(), sc.end(), cps.begin() + static_cast<std::ptrdiff_t>(i))) {
-          ++n;
-          i += sc.size();
-        } else {
-          ++i;
-        }
-      }
+      for (size_t pos = text::find(window, sub); pos != std::string_view::npos;
+           pos = text::find(window, sub, pos + sub.size()))
+        ++n;
       return Value::integer(n);
     }
-    int64_t r = find_cp(cps, sc, b, e, name[0] == 'r');
-    if (r < 0 && (name == "index" || name == "rindex")) type_error("substring not found");
-    return Value::integer(r);
+    size_t hit = name[0] == 'r' ? text::rfind(window, sub) : text::find(window, sub);
+    if (hit == std::string_view::npos) {
+      if (name == "index" || name == "rindex") type_error("substring not found");
+      return Value::integer(-1);
+    }
+    return Value::integer(to_cp(offsets[b] + hit));
   }
   if (name == "join") {
     auto p = bind_args(a, {"iterable"}, name);
@@ -353,8 +346,8 @@ Value str_method(Interpreter& in, const std::string& s, std::string_view name, c
     auto p = bind_args(a, {"sep"}, name);
     const std::string& sep = need_str(p[0], name);
     if (sep.empty()) type_error("empty separator");
-    size_t hit = name == "partition" ? s.find(sep) : s.rfind(sep);
-    if (hit == std::string::npos) {
+    size_t hit = name == "partition" ? text::find(s, sep) : text::rfind(s, sep);
+    if (hit == std::string_view::npos) {
       if (name == "partition") return Value::tuple({Value::string(s), Value::string(""), Value::string("")});
       return Value::tuple({Value::string(""), Value::string(""), Value::string(s)});
     }

@@ -1,6 +1,51 @@
 #include "tokenizer/jinja/text.h"
 
+#include <string.h>
+
+#include <algorithm>
+
 namespace pagoda::jinja::text {
+
+namespace {
+thread_local uint64_t t_work = 0;
+}  // namespace
+
+void add_work(uint64_t units) {
+  t_work += units;
+}
+
+uint64_t take_work() {
+  uint64_t w = t_work;
+  t_work = 0;
+  return w;
+}
+
+size_t find(std::string_view hay, std::string_view needle, size_t from) {
+  if (from > hay.size()) return std::string_view::npos;
+  if (needle.empty()) return from;
+  const void* hit = memmem(hay.data() + from, hay.size() - from, needle.data(), needle.size());
+  size_t pos =
+      hit == nullptr ? std::string_view::npos : static_cast<size_t>(static_cast<const char*>(hit) - hay.data());
+  // Pays for the bytes scanned (two-way search is linear in them).
+  add_work(((pos == std::string_view::npos ? hay.size() : pos + needle.size()) - from) / 32 + 1);
+  return pos;
+}
+
+size_t rfind(std::string_view hay, std::string_view needle, size_t end) {
+  end = std::min(end, hay.size());
+  if (needle.size() > end) return std::string_view::npos;
+  if (needle.empty()) return end;
+  add_work(end / 16 + 1);
+  // The last occurrence is the first one in the reversed strings.
+  std::string rh(hay.substr(0, end));
+  std::string rn(needle);
+  std::reverse(rh.begin(), rh.end());
+  std::reverse(rn.begin(), rn.end());
+  const void* hit = memmem(rh.data(), rh.size(), rn.data(), rn.size());
+  if (hit == nullptr) return std::string_view::npos;
+  auto pos = static_cast<size_t>(static_cast<const char*>(hit) - rh.data());
+  return end - pos - needle.size();
+}
 
 bool valid_utf8(std::string_view s) {
   size_t i = 0;
@@ -57,6 +102,7 @@ char32_t next_code_point(std::string_view s, size_t& pos) {
 }
 
 std::vector<char32_t> decode(std::string_view s) {
+  add_work(s.size() / 32);
   std::vector<char32_t> out;
   out.reserve(s.size());
   size_t pos = 0;
@@ -66,6 +112,7 @@ std::vector<char32_t> decode(std::string_view s) {
 }
 
 size_t length(std::string_view s) {
+  add_work(s.size() / 64);
   size_t n = 0;
   for (char c : s) {
     if ((static_cast<unsigned char>(c) & 0xC0) != 0x80) ++n;
@@ -196,6 +243,7 @@ bool is_word(char32_t c) {
 }
 
 std::string upper(std::string_view s) {
+  add_work(s.size() / 32);
   std::string out;
   out.reserve(s.size());
   size_t pos = 0;
@@ -211,6 +259,7 @@ std::string upper(std::string_view s) {
 }
 
 std::string lower(std::string_view s) {
+  add_work(s.size() / 32);
   std::string out;
   out.reserve(s.size());
   size_t pos = 0;
@@ -223,12 +272,10 @@ std::string strip(std::string_view s, bool left, bool right, const std::string* 
   std::vector<char32_t> cps = decode(s);
   std::vector<char32_t> set;
   if (chars != nullptr) set = decode(*chars);
+  std::sort(set.begin(), set.end());
   auto strip_it = [&](char32_t c) {
     if (chars == nullptr) return is_space(c);
-    for (char32_t x : set) {
-      if (x == c) return true;
-    }
-    return false;
+    return std::binary_search(set.begin(), set.end(), c);
   };
   size_t b = 0;
   size_t e = cps.size();

@@ -15,6 +15,17 @@ namespace pagoda::jinja::text {
 // Whether `s` is well-formed UTF-8 (no overlongs, no surrogates, nothing above U+10FFFF).
 [[nodiscard]] bool valid_utf8(std::string_view s);
 
+// Work done by string operations that no single evaluation step pays for (scanning, comparing,
+// decoding long strings). The interpreter adds it to its step budget, so that repeating a cheap-looking
+// operation on a huge string runs out of budget instead of running for hours.
+void add_work(uint64_t units);
+[[nodiscard]] uint64_t take_work();
+
+// Linear-time substring search (two-way, via memmem): the first occurrence at or after `from`, and the
+// last occurrence that ends at or before `end`; npos when there is none.
+[[nodiscard]] size_t find(std::string_view hay, std::string_view needle, size_t from = 0);
+[[nodiscard]] size_t rfind(std::string_view hay, std::string_view needle, size_t end = std::string_view::npos);
+
 // Decodes well-formed UTF-8 (callers validate first; bad bytes decode as U+FFFD).
 [[nodiscard]] std::vector<char32_t> decode(std::string_view s);
 using tokenizer::append_utf8;  // UTF-8 encoding of one code point (src/tokenizer/utf8.h)

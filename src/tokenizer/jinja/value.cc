@@ -162,7 +162,7 @@ std::string hash_key(const Value& key) {
       }
       return "f" + format_float(d);
     }
-    case Value::Kind::kString: return "s" + key.as_string();
+    case Value::Kind::kString: text::add_work(key.as_string().size() / 32 + 1); return "s" + key.as_string();
     case Value::Kind::kList:
       if (key.is_tuple()) {
         std::string out = "t";
@@ -238,9 +238,15 @@ bool equals(const Value& a, const Value& b) {
   switch (a.kind()) {
     case Value::Kind::kUndefined:
     case Value::Kind::kNone: return true;
-    case Value::Kind::kString: return a.as_string() == b.as_string();
+    case Value::Kind::kString:
+      if (&a.as_string() == &b.as_string()) return true;
+      if (a.as_string().size() != b.as_string().size()) return false;
+      text::add_work(a.as_string().size() / 32 + 1);
+      return a.as_string() == b.as_string();
     case Value::Kind::kList: {
       if (a.is_tuple() != b.is_tuple()) return false;
+      if (a.list_ptr() == b.list_ptr()) return true;
+      text::add_work(a.as_list().size());
       const auto& x = a.as_list();
       const auto& y = b.as_list();
       if (x.size() != y.size()) return false;
@@ -273,6 +279,8 @@ int compare(const Value& a, const Value& b) {
   }
   if (a.is_number() && b.is_number()) return number_compare(a, b);
   if (a.is_string() && b.is_string()) {
+    if (&a.as_string() == &b.as_string()) return 0;
+    text::add_work(std::min(a.as_string().size(), b.as_string().size()) / 32 + 1);
     int c = a.as_string().compare(b.as_string());
     return c < 0 ? -1 : c > 0 ? 1 : 0;
   }

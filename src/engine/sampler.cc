@@ -1,0 +1,349 @@
+#include "engine/sampler.h"
+
+#include <algorithm>
+#include <cmath>
+#include <exception>
+#include <limits>
+#include <thread>
+
+#include "core/error.h"
+
+namespace pagoda::engine {
+namespace {
+
+// Below this temperature a row is greedy (vLLM's _SAMPLING_EPS).
+constexpr double kGreedyTemperature = 1e-5;
+constexpr double kInf = std::numeric_limits<double>::infinity();
+
+// Per-thread buffers, reused across the rows of one call.
+struct Scratch {
+  std::vector<double> x;  // processed logits
+  std::vector<double> w;  // unnormalised probabilities
+  std::vector<int32_t> candidates;
+};
+
+bool valid_id(int64_t id, size_t vocab) {
+  return id >= 0 && static_cast<uint64_t>(id) < vocab;
+}
+
+// The largest value, lowest index on ties; NaNs never win; 0 when all are NaN.
+int32_t argmax(std::span<const double> x) {
+  int32_t best = 0;
+  bool found = false;
+  for (size_t i = 0; i < x.size(); ++i) {
+    if (std::isnan(x[i])) continue;
+    if (!found || x[i] > x[static_cast<size_t>(best)]) {
+      best = static_cast<int32_t>(i);
+      found = true;
+    }
+  }
+  return best;
+}
+
+// Ids whose probability reaches top_p, with `candidates` (all non-NaN, weight > 0) reordered:
+// the kept ones first, most likely first (ties: lower id). Returns how many are kept. Sorts only
+// as far as needed: the top m candidates are selected and sorted, m growing until their mass
+// reaches the target; the kept prefix is the same whatever m the search stops at.
+size_t top_p_keep(std::vector<int32_t>& candidates, std::span<const double> x, std::span<const double> w,
+                  double top_p) {
+  auto more_likely = [&](int32_t a, int32_t b) {
+    const double xa = x[static_cast<size_t>(a)];
+    const double xb = x[static_cast<size_t>(b)];
+    return xa > xb || (xa == xb && a < b);
+  };
+  double total = 0.0;
+  for (int32_t id : candidates)
+    total += w[static_cast<size_t>(id)];
+  const double target = top_p * total;
+  const size_t n = candidates.size();
+  size_t m = std::min<size_t>(n, 256);
+  while (true) {
+    const auto mid = candidates.begin() + static_cast<std::ptrdiff_t>(m);
+    if (m < n) std::nth_element(candidates.begin(), mid, candidates.end(), more_likely);
+    std::sort(candidates.begin(), mid, more_likely);
+    double mass = 0.0;
+    for (size_t j = 0; j < m; ++j) {
+      mass += w[static_cast<size_t>(candidates[j])];
+      if (mass >= target) return j + 1;
+    }
+    if (m == n) return n;  // rounding kept the sum just below the target: keep everything
+    m = std::min(n, m * 8);
+  }
+}
+
+int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch& s) {
+  const SamplingParams& p = *row.params;
+  const size_t vocab = logits.size();
+  s.x.resize(vocab);
+  detail::process_row(logits, row, s.x);
+  const std::span<const double> x = s.x;
+  if (p.temperature < kGreedyTemperature) return argmax(x);
+
+  double top = -kInf;
+  bool any = false;
+  for (double v : x) {
+    if (std::isnan(v)) continue;
+    if (!any || v > top) top = v;
+    any = true;
+  }
+  if (!any || top == -kInf) return argmax(x);  // nothing has any probability
+
+  // Weights relative to the largest (which gets exactly 1), and min_p on them.
+  s.w.resize(vocab);
+  s.candidates.clear();
+  for (size_t i = 0; i < vocab; ++i) {
+    const double v = x[i];
+    double w = 0.0;
+    if (std::isnan(v)) {
+      w = 0.0;
+    } else if (top == kInf) {
+      w = v == kInf ? 1.0 : 0.0;
+    } else {
+      w = std::exp((v - top) / p.temperature);
+    }
+    s.w[i] = w;
+    if (w > 0.0 && !(w < p.min_p)) s.candidates.push_back(static_cast<int32_t>(i));
+  }
+  const std::span<const double> w = s.w;
+  std::vector<int32_t>& cand = s.candidates;
+
+  if (p.top_k > 0 && static_cast<uint64_t>(p.top_k) < cand.size()) {
+    const auto k = static_cast<std::ptrdiff_t>(p.top_k);
+    std::nth_element(cand.begin(), cand.begin() + k - 1, cand.end(), [&](int32_t a, int32_t b) {
+      const double xa = x[static_cast<size_t>(a)];
+      const double xb = x[static_cast<size_t>(b)];
+      return xa > xb || (xa == xb && a < b);
+    });
+    cand.resize(static_cast<size_t>(k));
+    std::sort(cand.begin(), cand.end());  // a canonical order for the draw
+  }
+  if (p.top_p < 1.0) cand.resize(top_p_keep(cand, x, w, p.top_p));
+
+  double total = 0.0;
+  for (int32_t id : cand)
+    total += w[static_cast<size_t>(id)];
+  const double target = detail::uniform01(*row.generator) * total;
+  double mass = 0.0;
+  for (int32_t id : cand) {
+    mass += w[static_cast<size_t>(id)];
+    if (target < mass) return id;
+  }
+  return cand.back();  // rounding: the target reached the total
+}
+
+// Ranking order of row_logprobs: larger logit first, NaN last, ties by lower id.
+bool ranks_before(float a, int32_t ia, float b, int32_t ib) {
+  const bool an = std::isnan(a);
+  const bool bn = std::isnan(b);
+  if (an || bn) return an != bn ? bn : ia < ib;
+  return a > b || (a == b && ia < ib);
+}
+
+}  // namespace
+
+namespace detail {
+
+double uniform01(Generator& generator) {
+  static_assert(Generator::min() == 0 && Generator::max() == std::numeric_limits<uint64_t>::max());
+  return static_cast<double>(generator() >> 11) * 0x1.0p-53;
+}
+
+void process_row(std::span<const float> logits, const SampleRow& row, std::span<double> out) {
+  const SamplingParams& p = *row.params;
+  const size_t vocab = logits.size();
+  if (out.size() != vocab) fail(ErrorCode::kInternal, "process_row: output size {} != vocab {}", out.size(), vocab);
+  for (size_t i = 0; i < vocab; ++i)
+    out[i] = static_cast<double>(logits[i]);
+
+  for (const auto& [id, bias] : p.logit_bias) {
+    if (valid_id(id, vocab)) out[static_cast<size_t>(id)] += bias;
+  }
+
+  if (static_cast<int64_t>(row.output_ids.size()) < p.min_tokens) {
+    if (!p.ignore_eos) {
+      for (int32_t id : row.eos_ids) {
+        if (valid_id(id, vocab)) out[static_cast<size_t>(id)] = -kInf;
+      }
+    }
+    for (int32_t id : p.stop_token_ids) {
+      if (valid_id(id, vocab)) out[static_cast<size_t>(id)] = -kInf;
+    }
+  }
+
+  // Token sets and counts come from sorted copies of the id lists, so nothing here costs
+  // O(vocab) per row beyond the copy above.
+  thread_local std::vector<int32_t> ids;
+  if (p.repetition_penalty != 1.0) {
+    ids.assign(row.prompt_ids.begin(), row.prompt_ids.end());
+    ids.insert(ids.end(), row.output_ids.begin(), row.output_ids.end());
+    std::sort(ids.begin(), ids.end());
+    ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+    for (int32_t id : ids) {
+      if (!valid_id(id, vocab)) continue;
+      double& v = out[static_cast<size_t>(id)];
+      v = v > 0.0 ? v / p.repetition_penalty : v * p.repetition_penalty;
+    }
+  }
+  if (p.frequency_penalty != 0.0 || p.presence_penalty != 0.0) {
+    ids.assign(row.output_ids.begin(), row.output_ids.end());
+    std::sort(ids.begin(), ids.end());
+    for (size_t i = 0; i < ids.size();) {
+      size_t j = i;
+      while (j < ids.size() && ids[j] == ids[i])
+        ++j;
+      if (valid_id(ids[i], vocab)) {
+        double& v = out[static_cast<size_t>(ids[i])];
+        v -= p.frequency_penalty * static_cast<double>(j - i);
+        v -= p.presence_penalty;
+      }
+      i = j;
+    }
+  }
+}
+
+}  // namespace detail
+
+Sampler::Sampler(int num_threads) : num_threads_(std::max(1, num_threads)) {}
+
+std::vector<SampleResult> Sampler::sample(const Tensor& logits, std::span<const SampleRow> rows) {
+  if (!logits.defined() || logits.dtype() != DType::kF32 || logits.ndim() != 2) {
+    fail(ErrorCode::kInvalidArgument, "sampler: logits must be a 2-d f32 tensor, got {}",
+         logits.defined() ? logits.str() : std::string("an undefined tensor"));
+  }
+  if (logits.device().kind != DeviceKind::kCpu)
+    fail(ErrorCode::kInvalidArgument, "sampler: logits {} are not on the host", logits.str());
+  const int64_t num_rows = logits.dim(0);
+  const int64_t vocab = logits.dim(1);
+  if (num_rows != static_cast<int64_t>(rows.size())) {
+    fail(ErrorCode::kInvalidArgument, "sampler: {} rows of logits for {} sequences", num_rows, rows.size());
+  }
+  if (vocab < 1 || vocab > std::numeric_limits<int32_t>::max()) {
+    fail(ErrorCode::kInvalidArgument, "sampler: vocabulary size {} is out of range", vocab);
+  }
+  if (vocab > 1 && logits.strides()[1] != 1) {
+    fail(ErrorCode::kInvalidArgument, "sampler: logits {} must be contiguous along the vocabulary", logits.str());
+  }
+  for (size_t r = 0; r < rows.size(); ++r) {
+    if (rows[r].params == nullptr) fail(ErrorCode::kInvalidArgument, "sampler: row {} has no sampling params", r);
+    if (rows[r].generator == nullptr && rows[r].params->temperature >= kGreedyTemperature) {
+      fail(ErrorCode::kInvalidArgument, "sampler: row {} samples at random but has no generator", r);
+    }
+  }
+  std::vector<SampleResult> results(rows.size());
+  if (rows.empty()) return results;
+  const float* base = logits.data<float>();
+  const int64_t row_stride = logits.strides()[0];
+
+  auto run = [&](size_t begin, size_t end) {
+    // Kept per thread: the engine's step loop samples from the same thread every step, so the
+    // vocabulary-sized buffers are allocated once.
+    thread_local Scratch scratch;
+    for (size_t r = begin; r < end; ++r) {
+      const std::span<const float> row(base + static_cast<int64_t>(r) * row_stride, static_cast<size_t>(vocab));
+      SampleResult& out = results[r];
+      out.token_id = sample_row(row, rows[r], scratch);
+      if (rows[r].params->logprobs) out.logprobs = row_logprobs(row, out.token_id, *rows[r].params->logprobs);
+    }
+  };
+
+  const bool parallel = num_threads_ > 1 && rows.size() > 1 && num_rows * vocab >= kParallelSampleLogits;
+  if (!parallel) {
+    run(0, rows.size());
+    return results;
+  }
+  const size_t workers = std::min(static_cast<size_t>(num_threads_), rows.size());
+  std::vector<std::exception_ptr> errors(workers);
+  std::vector<std::thread> threads;
+  threads.reserve(workers);
+  for (size_t t = 0; t < workers; ++t) {
+    const size_t begin = rows.size() * t / workers;
+    const size_t end = rows.size() * (t + 1) / workers;
+    threads.emplace_back([&, t, begin, end] {
+      try {
+        run(begin, end);
+      } catch (...) {
+        errors[t] = std::current_exception();
+      }
+    });
+  }
+  for (std::thread& thread : threads)
+    thread.join();
+  for (const std::exception_ptr& error : errors) {
+    if (error) std::rethrow_exception(error);
+  }
+  return results;
+}
+
+PositionLogprobs row_logprobs(std::span<const float> logits, int32_t token_id, int64_t top) {
+  const size_t vocab = logits.size();
+  if (vocab == 0 || vocab > static_cast<size_t>(std::numeric_limits<int32_t>::max())) {
+    fail(ErrorCode::kInvalidArgument, "logprobs of a row of {} logits", vocab);
+  }
+  if (!valid_id(token_id, vocab)) {
+    fail(ErrorCode::kInvalidArgument, "logprobs: token id {} is outside the vocabulary of {}", token_id, vocab);
+  }
+
+  // log-softmax in double: logprob(v) = v - log(sum exp(v_i)), NaN counted as -inf.
+  double top_logit = -kInf;
+  size_t num_inf = 0;
+  for (float v : logits) {
+    if (std::isnan(v)) continue;
+    top_logit = std::max(top_logit, static_cast<double>(v));
+    num_inf += v == std::numeric_limits<float>::infinity() ? 1 : 0;
+  }
+  double log_total = kInf;  // only used for a finite top_logit
+  if (std::isfinite(top_logit)) {
+    double sum = 0.0;
+    for (float v : logits) {
+      if (!std::isnan(v)) sum += std::exp(static_cast<double>(v) - top_logit);
+    }
+    log_total = top_logit + std::log(sum);
+  }
+  auto logprob_of = [&](float v) -> float {
+    if (std::isnan(v)) return -std::numeric_limits<float>::infinity();
+    if (top_logit == kInf) {
+      return v == std::numeric_limits<float>::infinity() ? static_cast<float>(-std::log(static_cast<double>(num_inf)))
+                                                         : -std::numeric_limits<float>::infinity();
+    }
+    if (top_logit == -kInf) return -std::numeric_limits<float>::infinity();
+    return static_cast<float>(static_cast<double>(v) - log_total);
+  };
+
+  PositionLogprobs result;
+  const float chosen = logits[static_cast<size_t>(token_id)];
+  int64_t ahead = 0;
+  for (size_t i = 0; i < vocab; ++i)
+    ahead += ranks_before(logits[i], static_cast<int32_t>(i), chosen, token_id) ? 1 : 0;
+  result.chosen = {token_id, logprob_of(chosen), ahead + 1};
+
+  const size_t n = top > 0 ? static_cast<size_t>(std::min<int64_t>(top, static_cast<int64_t>(vocab))) : 0;
+  if (n == 0) return result;
+  auto before = [&](int32_t a, int32_t b) {
+    return ranks_before(logits[static_cast<size_t>(a)], a, logits[static_cast<size_t>(b)], b);
+  };
+  std::vector<int32_t> best;
+  if (n > 64) {
+    best.resize(vocab);
+    for (size_t i = 0; i < vocab; ++i)
+      best[i] = static_cast<int32_t>(i);
+    std::partial_sort(best.begin(), best.begin() + static_cast<std::ptrdiff_t>(n), best.end(), before);
+    best.resize(n);
+  } else {
+    // The n best, kept sorted; an id goes in only if it beats the current last.
+    best.reserve(n + 1);
+    for (size_t i = 0; i < vocab; ++i) {
+      const auto id = static_cast<int32_t>(i);
+      if (best.size() == n && !before(id, best.back())) continue;
+      best.insert(std::upper_bound(best.begin(), best.end(), id, before), id);
+      if (best.size() > n) best.pop_back();
+    }
+  }
+  result.top.reserve(n);
+  for (size_t r = 0; r < best.size(); ++r) {
+    const int32_t id = best[r];
+    result.top.push_back({id, logprob_of(logits[static_cast<size_t>(id)]), static_cast<int64_t>(r) + 1});
+  }
+  return result;
+}
+
+}  // namespace pagoda::engine

@@ -1,0 +1,284 @@
+// The xpu runtime beyond the op contract: device numbering, the on-disk kernel cache, memory
+// accounting and transfers. The ops themselves are covered by ops_test.cc and
+// ops_attention_test.cc, which run on xpu:0 too.
+
+#include <gtest/gtest.h>
+
+#if PAGODA_HAS_XPU
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backend/backend.h"
+#include "backend/device_list.h"
+#include "backends/cpu/quant/float_convert.h"
+#include "backends/xpu/xpu_backend.h"
+#include "backends/xpu/xpu_runtime.h"
+#include "core/error.h"
+#include "ops/ops.h"
+
+namespace pagoda::test {
+namespace {
+
+bool have_device() {
+  return !xpu::ordered_devices().empty();
+}
+
+TEST(XpuRuntime, ListingAndBackendAgreeOnNumbering) {
+  if (!have_device()) GTEST_SKIP() << "no OpenCL device";
+  const auto backends = list_backends();
+  const BackendReport* report = nullptr;
+  for (const auto& b : backends) {
+    if (b.name == "xpu") report = &b;
+  }
+  ASSERT_NE(report, nullptr);
+  ASSERT_FALSE(report->devices.empty());
+  EXPECT_EQ(report->devices[0].id, "xpu:0");
+  Backend& b = backend_for(parse_device("xpu"));
+  EXPECT_EQ(b.name(), "xpu:0 (" + report->devices[0].name + ")");
+  EXPECT_EQ(b.total_memory(), report->devices[0].global_memory);
+  const auto n = static_cast<int>(report->devices.size());
+  EXPECT_THROW((void)backend_for(Device{DeviceKind::kXpu, n}), Error);
+}
+
+TEST(XpuRuntime, KernelCacheIsWrittenThenUsed) {
+  if (!have_device()) GTEST_SKIP() << "no OpenCL device";
+  const std::filesystem::path dir =
+      std::filesystem::temp_directory_path() / ("pagoda_kernel_cache_test_" + std::to_string(getpid()));
+  std::filesystem::remove_all(dir);
+  const char* old = std::getenv("PAGODA_KERNEL_CACHE");
+  const std::string saved = old != nullptr ? old : "";
+  setenv("PAGODA_KERNEL_CACHE", dir.c_str(), 1);
+  {
+    xpu::XpuRuntime first(0);
+    EXPECT_EQ(first.program_origin(), "compiled");
+  }
+  int files = 0;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    EXPECT_EQ(e.path().extension(), ".bin");
+    EXPECT_GT(std::filesystem::file_size(e.path()), 0u);
+    ++files;
+  }
+  EXPECT_EQ(files, 1);
+  {
+    xpu::XpuRuntime second(0);
+    EXPECT_EQ(second.program_origin().rfind("cached binary", 0), 0u) << second.program_origin();
+    (void)second.kernel("matmul");  // the cached program has the kernels
+  }
+  // A corrupt cache file falls back to compiling.
+  for (const auto& e : std::filesystem::directory_iterator(dir)) {
+    std::FILE* f = std::fopen(e.path().c_str(), "wb");
+    ASSERT_NE(f, nullptr);
+    std::fputs("not a program", f);
+    std::fclose(f);
+  }
+  {
+    xpu::XpuRuntime third(0);
+    EXPECT_EQ(third.program_origin(), "compiled");
+  }
+  if (old != nullptr) {
+    setenv("PAGODA_KERNEL_CACHE", saved.c_str(), 1);
+  } else {
+    unsetenv("PAGODA_KERNEL_CACHE");
+  }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(XpuRuntime, MemoryAccountingAndRoundTrip) {
+  if (!have_device()) GTEST_SKIP() << "no OpenCL device";
+  Backend& b = backend_for(parse_device("xpu:0"));
+  const uint64_t before = b.free_memory();
+  {
+    Tensor t = empty_on(b.device(), Shape{1000}, DType::kF32);
+    EXPECT_EQ(t.storage_kind(), StorageKind::kDevice);
+    EXPECT_EQ(b.free_memory(), before - 4000);
+    Tensor h = Tensor::empty(Shape{1000}, DType::kF32);
+    for (int i = 0; i < 1000; ++i)
+      h.data<float>()[i] = static_cast<float>(i) * 0.5f;
+    b.copy(t, h);
+    Tensor back = to_host(t.slice(0, 10, 20));
+    for (int i = 0; i < 10; ++i)
+      EXPECT_EQ(back.data<float>()[i], static_cast<float>(i + 10) * 0.5f);
+    EXPECT_THROW((void)t.raw_data(), Error);  // device memory is not host-addressable
+  }
+  EXPECT_EQ(b.free_memory(), before);
+  EXPECT_TRUE(b.supports(OpKind::kMatmul, DType::kQ4_K));
+  EXPECT_TRUE(b.supports(OpKind::kMatmul, DType::kBF16));
+  EXPECT_FALSE(b.supports(OpKind::kMatmul, DType::kIQ2_XXS));
+  EXPECT_FALSE(b.supports(OpKind::kPagedAttention, DType::kQ8_0));
+}
+
+// Decode over contexts longer than one split-K partition (256 keys): the partitions' partial
+// softmaxes must merge to exact attention. Reference: the full score matrix in double precision.
+TEST(XpuRuntime, SplitKDecodeOverLongContexts) {
+  if (!have_device()) GTEST_SKIP() << "no OpenCL device";
+  const Device dev = parse_device("xpu:0");
+  std::mt19937 rng(31);
+  std::uniform_real_distribution<float> uni(-1.0f, 1.0f);
+  const int64_t heads = 4, kv_heads = 2, hs = 64, bs = 16, max_blocks = 64, num_blocks = 128;
+  const std::vector<int32_t> lens = {1000, 257, 1, 513};
+  const auto num_seqs = static_cast<int64_t>(lens.size());
+  for (const int64_t window : {int64_t{0}, int64_t{300}}) {
+    // f16 cache holding random values; the reference reads the same rounded values.
+    const int64_t cache_elems = num_blocks * kv_heads * bs * hs;
+    std::vector<float> kf(static_cast<size_t>(cache_elems)), vf(kf.size());
+    Tensor kc = Tensor::empty(Shape{num_blocks, kv_heads, bs, hs}, DType::kF16);
+    Tensor vc = Tensor::empty(Shape{num_blocks, kv_heads, bs, hs}, DType::kF16);
+    auto* kp = static_cast<uint16_t*>(kc.raw_data());
+    auto* vp = static_cast<uint16_t*>(vc.raw_data());
+    for (int64_t i = 0; i < cache_elems; ++i) {
+      kp[i] = cpu::fp32_to_fp16(uni(rng));
+      vp[i] = cpu::fp32_to_fp16(uni(rng));
+      kf[static_cast<size_t>(i)] = cpu::fp16_to_fp32(kp[i]);
+      vf[static_cast<size_t>(i)] = cpu::fp16_to_fp32(vp[i]);
+    }
+    // Each sequence gets a random permutation of blocks.
+    std::vector<int32_t> table(static_cast<size_t>(num_seqs * max_blocks));
+    std::vector<int32_t> all(static_cast<size_t>(num_blocks));
+    for (int32_t i = 0; i < num_blocks; ++i)
+      all[static_cast<size_t>(i)] = i;
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      std::shuffle(all.begin(), all.end(), rng);
+      std::copy(all.begin(), all.begin() + max_blocks, table.begin() + s * max_blocks);
+    }
+    std::vector<float> q(static_cast<size_t>(num_seqs * heads * hs));
+    for (auto& x : q)
+      x = uni(rng);
+    const float scale = 0.125f, cap = 20.0f;
+    std::vector<double> want(q.size());
+    for (int64_t s = 0; s < num_seqs; ++s) {
+      for (int64_t h = 0; h < heads; ++h) {
+        const int64_t kvh = h / (heads / kv_heads);
+        const int64_t pos = lens[static_cast<size_t>(s)] - 1;
+        const int64_t first = window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0;
+        std::vector<double> scores;
+        double mx = -1e300;
+        for (int64_t j = first; j <= pos; ++j) {
+          const int64_t block = table[static_cast<size_t>(s * max_blocks + j / bs)];
+          const int64_t base = ((block * kv_heads + kvh) * bs + j % bs) * hs;
+          double dot = 0.0;
+          for (int64_t d = 0; d < hs; ++d)
+            dot += static_cast<double>(q[static_cast<size_t>((s * heads + h) * hs + d)]) *
+                   kf[static_cast<size_t>(base + d)];
+          const double sc = cap * std::tanh(scale * dot / cap);
+          scores.push_back(sc);
+          mx = std::max(mx, sc);
+        }
+        double sum = 0.0;
+        for (double& sc : scores) {
+          sc = std::exp(sc - mx);
+          sum += sc;
+        }
+        for (int64_t d = 0; d < hs; ++d) {
+          double acc = 0.0;
+          for (int64_t j = first; j <= pos; ++j) {
+            const int64_t block = table[static_cast<size_t>(s * max_blocks + j / bs)];
+            const int64_t base = ((block * kv_heads + kvh) * bs + j % bs) * hs;
+            acc += scores[static_cast<size_t>(j - first)] * vf[static_cast<size_t>(base + d)];
+          }
+          want[static_cast<size_t>((s * heads + h) * hs + d)] = acc / sum;
+        }
+      }
+    }
+    Tensor hq = Tensor::empty(Shape{num_seqs, heads, hs}, DType::kF32);
+    std::memcpy(hq.raw_data(), q.data(), q.size() * sizeof(float));
+    Tensor ht = Tensor::empty(Shape{num_seqs, max_blocks}, DType::kI32);
+    std::memcpy(ht.raw_data(), table.data(), table.size() * sizeof(int32_t));
+    Tensor hl = Tensor::empty(Shape{num_seqs}, DType::kI32);
+    std::memcpy(hl.raw_data(), lens.data(), lens.size() * sizeof(int32_t));
+    Tensor out = empty_on(dev, Shape{num_seqs, heads, hs}, DType::kF32);
+    AttentionParams p;
+    p.scale = scale;
+    p.logit_softcap = cap;
+    p.sliding_window = window;
+    ops::paged_attention(out, to_device(hq, dev), to_device(kc, dev), to_device(vc, dev), kv_heads, to_device(ht, dev),
+                         to_device(hl, dev), bs, 1000, p);
+    const Tensor got = to_host(out);
+    for (size_t i = 0; i < want.size(); ++i)
+      ASSERT_NEAR(got.data<float>()[i], want[i], 2e-5) << "window " << window << " element " << i;
+  }
+}
+
+// Tokens that share a cache slot: the last one's key and value stay, as on the host, however the
+// device orders its work-items.
+TEST(XpuRuntime, ReshapeAndCacheLastTokenWinsASharedSlot) {
+  if (!have_device()) GTEST_SKIP() << "no OpenCL device";
+  const Device dev = parse_device("xpu:0");
+  const int64_t tokens = 64, kv_heads = 2, hs = 32;
+  Tensor key = Tensor::empty(Shape{tokens, kv_heads, hs}, DType::kF32);
+  for (int64_t i = 0; i < key.numel(); ++i)
+    key.data<float>()[i] = static_cast<float>(i / (kv_heads * hs));  // each token's rows hold its index
+  Tensor slots = Tensor::empty(Shape{tokens}, DType::kI64);
+  for (int64_t t = 0; t < tokens; ++t)
+    slots.data<int64_t>()[t] = t % 3;  // slots 0, 1, 2, each claimed by ~21 tokens
+  Tensor kc = empty_on(dev, Shape{2, kv_heads, 4, hs}, DType::kF32);
+  Tensor vc = empty_on(dev, Shape{2, kv_heads, 4, hs}, DType::kF32);
+  const Tensor dk = to_device(key, dev);
+  ops::reshape_and_cache(dk, dk, kc, vc, to_device(slots, dev));
+  const Tensor got = to_host(kc);
+  for (int64_t slot = 0; slot < 3; ++slot) {
+    const float want = static_cast<float>(tokens - 1 - ((tokens - 1 - slot) % 3));  // the last t with t % 3 == slot
+    for (int64_t h = 0; h < kv_heads; ++h) {
+      for (int64_t d = 0; d < hs; ++d)
+        ASSERT_EQ(got.data<float>()[((0 * kv_heads + h) * 4 + slot) * hs + d], want) << "slot " << slot;
+    }
+  }
+}
+
+// Checked request indices are kept on the host between ops of one step; rewriting the tensor
+// (copy() from the host, or an op writing integers) must make the next op check the new values.
+TEST(XpuRuntime, RewrittenIndicesAreCheckedAgain) {
+  if (!have_device()) GTEST_SKIP() << "no OpenCL device";
+  const Device dev = parse_device("xpu:0");
+  Backend& b = backend_for(dev);
+  Tensor table = Tensor::empty(Shape{4, 8}, DType::kF32);
+  for (int64_t i = 0; i < 32; ++i)
+    table.data<float>()[i] = static_cast<float>(i);
+  const Tensor dtable = to_device(table, dev);
+  Tensor ids = Tensor::empty(Shape{2}, DType::kI32);
+  ids.data<int32_t>()[0] = 1;
+  ids.data<int32_t>()[1] = 2;
+  Tensor dids = to_device(ids, dev);
+  Tensor out = empty_on(dev, Shape{2, 8}, DType::kF32);
+  ops::embedding(out, dids, dtable);
+  EXPECT_EQ(to_host(out).data<float>()[8], 16.0f);
+  ids.data<int32_t>()[1] = 4;  // now outside the table
+  b.copy(dids, ids);
+  try {
+    ops::embedding(out, dids, dtable);
+    ADD_FAILURE() << "stale indices were used";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("ids[1] = 4"), std::string::npos) << e.what();
+  }
+  // argmax rewrites an i32 tensor on the device; an embedding reading it sees the new ids.
+  ids.data<int32_t>()[1] = 0;
+  b.copy(dids, ids);
+  ops::embedding(out, dids, dtable);
+  Tensor logits = Tensor::empty(Shape{2, 4}, DType::kF32);
+  for (int64_t i = 0; i < 8; ++i)
+    logits.data<float>()[i] = i == 3 || i == 6 ? 1.0f : 0.0f;  // row 0 -> 3, row 1 -> 2
+  ops::argmax(dids, to_device(logits, dev));
+  ops::embedding(out, dids, dtable);
+  const Tensor got = to_host(out);
+  EXPECT_EQ(got.data<float>()[0], 24.0f);
+  EXPECT_EQ(got.data<float>()[8], 16.0f);
+}
+
+}  // namespace
+}  // namespace pagoda::test
+
+#else
+
+TEST(XpuRuntime, NotBuilt) {
+  GTEST_SKIP() << "this build has no xpu backend (configure with -DPAGODA_XPU=ON)";
+}
+
+#endif
