@@ -63,9 +63,14 @@ class AsyncEngine::Impl {
     if (thread_.joinable()) thread_.join();
   }
 
+  // The engine's last stats, with requests handed over but not yet taken by the loop counted as
+  // waiting. A request's final output is delivered after the stats that count it finished are
+  // published, so a reader that takes the stats and then the outputs sees them agree.
   EngineStats stats() const {
     std::lock_guard lock(mu_);
-    return stats_;
+    EngineStats s = stats_;
+    s.num_waiting += static_cast<int64_t>(pending_.size());
+    return s;
   }
 
   LLMEngine engine_;
@@ -75,6 +80,12 @@ class AsyncEngine::Impl {
     EngineRequest request;
     OutputCallback cb;
   };
+
+  void publish_stats() {
+    const EngineStats s = engine_.stats();
+    std::lock_guard lock(mu_);
+    stats_ = s;
+  }
 
   void deliver(std::vector<RequestOutput>& outs) {
     for (RequestOutput& out : outs) {
@@ -138,6 +149,7 @@ class AsyncEngine::Impl {
       if (engine_.has_unfinished()) {
         try {
           std::vector<RequestOutput> outs = engine_.step();
+          publish_stats();
           deliver(outs);
         } catch (const std::exception& e) {
           // A failed step must not take the server down: every live request ends (abort) and

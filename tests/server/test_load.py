@@ -61,8 +61,8 @@ def check_stream(lines, chat):
     assert len(ids) == 1 and next(iter(ids)).startswith("chatcmpl-" if chat else "cmpl-")
 
 
-def test_load_with_disconnects(pagoda_bin, default_model):
-    s = start_server(pagoda_bin, default_model, "--kv-cache-memory", "256M", "--max-num-seqs", "64",
+def test_load_with_disconnects(pagoda_release_bin, default_model):
+    s = start_server(pagoda_release_bin, default_model, "--kv-cache-memory", "256M", "--max-num-seqs", "64",
                      "--max-connections", "1024")
     try:
         stats = {"completed": 0, "hung_up": 0, "5xx": 0, "transport_errors": []}

@@ -77,7 +77,8 @@ std::vector<std::vector<int32_t>> dataset_prompts(const ThroughputArgs& a, engin
 
 int run_throughput(ThroughputArgs& a) {
   if (a.num_prompts < 1) fail(ErrorCode::kInvalidArgument, "--num-prompts must be at least 1");
-  if (a.input_len < 1 || a.output_len < 1) fail(ErrorCode::kInvalidArgument, "--input-len and --output-len must be >= 1");
+  if (a.input_len < 1 || a.output_len < 1)
+    fail(ErrorCode::kInvalidArgument, "--input-len and --output-len must be >= 1");
   a.engine.model = a.model.empty() ? default_model_path() : a.model;
   a.engine.enable_prefix_caching = !a.no_prefix_caching;
   a.engine.seed = a.seed;
