@@ -13,6 +13,7 @@
 
 #if PAGODA_QDOT_HAS_AVX2
 
+#include <cpuid.h>
 #include <immintrin.h>
 
 #include <algorithm>
@@ -234,8 +235,10 @@ using RowsFn = void (*)(const uint8_t*, const ActBlock*, int64_t, int64_t, float
 }  // namespace
 
 bool qdot_cpu_has_avx2() {
-  return __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0 &&
-         __builtin_cpu_supports("f16c") != 0;
+  // F16C through CPUID leaf 1 (ECX bit 29): clang's __builtin_cpu_supports does not know "f16c".
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  const bool f16c = __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+  return __builtin_cpu_supports("avx2") != 0 && __builtin_cpu_supports("fma") != 0 && f16c;
 }
 
 PAGODA_AVX2 void quantize_row_avx2(const float* x, ActBlock* out, int64_t k) {
