@@ -3,21 +3,32 @@
 # (pvc) with Intel's offline compiler, both with the Intel subgroup paths enabled (as the runtime
 # builds them on those GPUs) and without (the portable paths). No GPU is needed.
 #
-# ocloc comes with Debian's intel-opencl-icd (it also needs libigc1, libigdfcl1, libllvmspirvlib14
-# and libopencl-clang14). Set OCLOC=/path/to/ocloc to use one that is not on PATH (with
-# LD_LIBRARY_PATH pointing at its libraries when they are not installed).
+# ocloc comes with Debian's intel-opencl-icd (it also needs libigc1, libigdfcl1, libllvmspirvlib14,
+# libopencl-clang14 and libigdgmm12). Set OCLOC=/path/to/ocloc to use one that is not on PATH
+# (with LD_LIBRARY_PATH pointing at its libraries when they are not installed). Without either,
+# the script downloads those Debian packages (apt-get download, about 14 MB) and unpacks them into
+# a temporary folder: nothing is installed, so the machine's OpenCL setup stays as it is.
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 kernels="$root/src/backends/xpu/kernels"
-ocloc="${OCLOC:-$(command -v ocloc || true)}"
-if [[ -z "$ocloc" ]]; then
-  echo "check_xpu_kernels: ocloc not found (apt-get install intel-opencl-icd, or set OCLOC=...)" >&2
-  exit 2
-fi
-
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
+
+ocloc="${OCLOC:-$(command -v ocloc || true)}"
+if [[ -z "$ocloc" ]]; then
+  echo "check_xpu_kernels: ocloc not installed; unpacking Debian's intel-opencl-icd into $work"
+  mkdir -p "$work/debs" "$work/root"
+  if ! (cd "$work/debs" && apt-get download intel-opencl-icd libigc1 libigdfcl1 libllvmspirvlib14 \
+          libopencl-clang14 libigdgmm12 > "$work/download.log" 2>&1); then
+    cat "$work/download.log" >&2
+    echo "check_xpu_kernels: could not download intel-opencl-icd (set OCLOC=... to use an installed ocloc)" >&2
+    exit 2
+  fi
+  for deb in "$work"/debs/*.deb; do dpkg-deb -x "$deb" "$work/root"; done
+  ocloc="$work/root/usr/bin/ocloc"
+  export LD_LIBRARY_PATH="$work/root/usr/lib/x86_64-linux-gnu:$work/root/usr/local/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+fi
 
 # One program, in the order the runtime builds it: common.cl first, then the rest by name.
 program="$work/pagoda_xpu.cl"

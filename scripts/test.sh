@@ -38,6 +38,9 @@ if ctest --preset debug -j "$JOBS"; then passed=$((passed + 1)); else failures+=
 step "unit tests (release)"
 if ctest --preset release -j "$JOBS"; then passed=$((passed + 1)); else failures+=("ctest release"); fi
 
+step "xpu kernels compile for Intel Arc (dg2-g10) and Data Center GPU Max (pvc) with ocloc"
+if ./scripts/check_xpu_kernels.sh; then passed=$((passed + 1)); else failures+=("xpu kernels (ocloc)"); fi
+
 step "python tests (sanitized binary)"
 if PAGODA_BIN="$PWD/build/debug/tools/pagoda/pagoda" python3 -m pytest tests -q -p no:cacheprovider; then
   passed=$((passed + 1))
