@@ -174,6 +174,8 @@ uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
+constexpr float kScale = 0.02f;
+
 uint64_t fnv1a(std::string_view s) {
   uint64_t h = 0xcbf29ce484222325ull;
   for (char c : s)
@@ -191,17 +193,21 @@ Tensor ModelFiles::dummy_tensor(const std::string& name, const Shape& shape, boo
   // Element i is drawn from a counter-based generator (the seed and the name give the key, i the
   // counter), so the values do not depend on how the work is split among threads.
   const uint64_t key = splitmix64(dummy_seed_ ^ fnv1a(name));
-  constexpr float kScale = 0.02f;
-  auto fill = [&](int64_t begin, int64_t end) {
+  auto* bytes = static_cast<uint8_t*>(t.raw_data());
+  auto fill = [key, dtype, bytes](int64_t begin, int64_t end) {
+    auto* f = reinterpret_cast<float*>(bytes);
+    auto* h = reinterpret_cast<uint16_t*>(bytes);
     for (int64_t i = begin; i < end; ++i) {
       const uint64_t r = splitmix64(key + static_cast<uint64_t>(i));
-      // 24 random bits → [-1, 1).
-      const float u = static_cast<float>(static_cast<int64_t>(r >> 40) - (int64_t{1} << 23)) * (1.0f / (1 << 23));
-      const float v = u * kScale;
-      switch (dtype) {
-        case DType::kF32: t.data<float>()[i] = v; break;
-        case DType::kBF16: static_cast<uint16_t*>(t.raw_data())[i] = cpu::fp32_to_bf16(v); break;
-        default: static_cast<uint16_t*>(t.raw_data())[i] = cpu::fp32_to_fp16(v); break;
+      // 24 random bits → [-1, 1), times the scale.
+      const float v = static_cast<float>(static_cast<int64_t>(r >> 40) - (int64_t{1} << 23)) *
+                      (kScale / static_cast<float>(1 << 23));
+      if (dtype == DType::kF32) {
+        f[i] = v;
+      } else if (dtype == DType::kBF16) {
+        h[i] = cpu::fp32_to_bf16(v);
+      } else {
+        h[i] = cpu::fp32_to_fp16(v);
       }
     }
   };
