@@ -94,8 +94,8 @@ __attribute__((intel_reqd_sub_group_size(16))) kernel void matmul_sg16(
 }
 #endif
 
-// Weights of f32, f16 or bf16 whose rows are 16-byte aligned and a multiple of 8 elements long
-// (the host checks): each item reads 16 bytes at a time (uint4 / float4), consecutive items
+// Weights of f32, f16 or bf16 whose rows are 16-byte aligned and a multiple of 8 elements long,
+// and activations at a 16-byte aligned offset (the host checks): each item reads 16 bytes at a time (uint4 / float4), consecutive items
 // consecutive 16 bytes, so a row is streamed with fully coalesced 128-bit loads. A work-group
 // holds MV_ROWS rows of MV_LANES items each; dimension 0 of the grid walks the tiles of
 // MV_TILE activation rows, so that the tiles over the same weight rows run side by side and a
@@ -152,8 +152,10 @@ inline void mv_load8(int wt, global const uchar* row, int v, float* w) {
 }
 
 inline float mv_dot8(const float* w, global const float* xr) {
-  const float4 a = vload4(0, xr);
-  const float4 b = vload4(1, xr);
+  // xr is 16-byte aligned (the host checks x's offset; rows are a multiple of 8 floats), so these
+  // are two 16-byte loads rather than eight scalar ones.
+  const float4 a = ((global const float4*)xr)[0];
+  const float4 b = ((global const float4*)xr)[1];
   float s = w[0] * a.x;
   s += w[1] * a.y;
   s += w[2] * a.z;

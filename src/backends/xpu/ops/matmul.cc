@@ -24,7 +24,7 @@ void XpuOps::gemm(cl_mem out, uint64_t out_off, cl_mem x, uint64_t x_off, int64_
   const uint64_t row_bytes = *dtype_row_bytes(wtype, k);
   // Unquantized rows that allow 16-byte loads take the streaming kernel.
   if ((wtype == DType::kF16 || wtype == DType::kBF16 || wtype == DType::kF32) && k % 8 == 0 && row_bytes % 16 == 0 &&
-      w_off % 16 == 0) {
+      w_off % 16 == 0 && x_off % 16 == 0) {
     Launch launch(rt_, "matmul_vec");
     launch.mem(out).u64(out_off).mem(x).u64(x_off).mem(w).u64(w_off).u64(row_bytes);
     if (bias != nullptr) {
