@@ -53,6 +53,21 @@ uint64_t weight_bytes_per_step(const model::ModelConfig& c, DType dtype) {
   return elements * static_cast<uint64_t>(dtype_block_bytes(dtype)) / static_cast<uint64_t>(dtype_block_size(dtype));
 }
 
+// For a model from files: the bytes of its matrices as stored (quantized types at their size),
+// the embedding table counted only when it doubles as the lm_head. A mixture-of-experts model is
+// counted with all its experts, an upper bound on what one step reads.
+uint64_t file_weight_bytes(const ModelFiles& f) {
+  uint64_t total = 0;
+  for (const TensorEntry& t : f.tensors()) {
+    if (t.shape.ndim() < 2) continue;
+    const bool embedding =
+        t.name.find("token_embd") != std::string::npos || t.name.find("embed_tokens") != std::string::npos;
+    if (embedding && !f.config().tie_word_embeddings) continue;
+    total += t.nbytes;
+  }
+  return total;
+}
+
 int run_bench(const BenchArgs& a) {
   if (a.batch < 1 || a.batch > 1024 || a.prompt_len < 1 || a.prompt_len > 65536 || a.steps < 1 || a.steps > 100000 ||
       a.warmup < 0 || a.warmup > 1000) {
@@ -130,10 +145,10 @@ int run_bench(const BenchArgs& a) {
   std::sort(sorted.begin(), sorted.end());
   const double median = sorted[sorted.size() / 2];
   const double mean = total / static_cast<double>(times.size());
-  const uint64_t wbytes = weight_bytes_per_step(c, weight_dtype);
-  fmt::print("model: {} ({}, {} layers, hidden {}, vocab {}), weights {}{}\n", files.path(), architecture_name(c.arch),
-             c.num_layers, c.hidden_size, c.vocab_size, dtype_name(weight_dtype),
-             files.is_dummy() ? " (dummy, random)" : "");
+  const uint64_t wbytes = files.is_dummy() ? weight_bytes_per_step(c, weight_dtype) : file_weight_bytes(files);
+  fmt::print("model: {} ({}, {} layers, hidden {}, vocab {}), weights {}\n", files.path(), architecture_name(c.arch),
+             c.num_layers, c.hidden_size, c.vocab_size,
+             files.is_dummy() ? fmt::format("{} (dummy, random)", dtype_name(weight_dtype)) : "as stored in the files");
   fmt::print("device: {}  batch {}  prompt {}  decode steps {} (+{} warm-up)  kv cache {}\n", a.device, a.batch,
              a.prompt_len, a.steps, a.warmup, a.kv_cache_dtype);
   fmt::print("load {:.2f} s  prefill step ({} tokens) {:.3f} s\n", load_s, a.batch * a.prompt_len, prefill_s);
