@@ -46,8 +46,9 @@ class ModelFiles {
 
   [[nodiscard]] bool is_dummy() const { return dummy_; }
   [[nodiscard]] DType dummy_dtype() const { return dummy_dtype_; }
-  // A (shape) tensor of dummy_dtype() (or f32 when `f32`) on the host, filled deterministically
-  // from the seed and `name`: uniform in [-scale, scale] (norm weights: 1 + that).
+  // A (shape) tensor of dummy_dtype() (or f32 when `f32`: vectors such as norm weights) on the
+  // host, filled deterministically from the seed and `name`, uniform in [-0.02, 0.02]. The loader
+  // asks for one tensor at a time and uploads it, so the host never holds the whole model.
   [[nodiscard]] Tensor dummy_tensor(const std::string& name, const Shape& shape, bool f32) const;
 
   [[nodiscard]] ModelFormat format() const { return format_; }
