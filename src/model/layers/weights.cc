@@ -71,6 +71,7 @@ bool WeightLoader::has(std::string_view base, int64_t layer, std::string_view su
 }
 
 Tensor WeightLoader::host_tensor(const std::string& file_name, const Shape& shape) const {
+  if (files_.is_dummy()) return files_.dummy_tensor(file_name, shape, shape.ndim() == 1);
   auto it = index_.find(file_name);
   if (it == index_.end()) {
     fail(ErrorCode::kInvalidFile, "{}: missing tensor '{}' ({} expects it)", source_, file_name,

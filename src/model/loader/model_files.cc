@@ -2,8 +2,12 @@
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <filesystem>
+#include <thread>
+#include <vector>
 
+#include "backends/cpu/quant/float_convert.h"
 #include "core/error.h"
 #include "core/mapped_file.h"
 
@@ -141,7 +145,89 @@ void ModelFiles::open_folder() {
   chat_template_ = folder_chat_template(dir);
 }
 
+ModelFiles ModelFiles::open_dummy(const std::string& config_path, std::optional<DType> dtype, uint64_t seed) {
+  ModelFiles m;
+  m.path_ = config_path;
+  m.format_ = ModelFormat::kHfFolder;
+  m.config_ = model::load_hf_config(config_path);
+  m.dummy_ = true;
+  m.dummy_seed_ = seed;
+  if (dtype) {
+    if (*dtype != DType::kF32 && *dtype != DType::kF16 && *dtype != DType::kBF16) {
+      fail(ErrorCode::kInvalidArgument, "{}: dummy weights must be f32, f16 or bf16, not {}", config_path,
+           dtype_name(*dtype));
+    }
+    m.dummy_dtype_ = *dtype;
+  } else {
+    const std::string& t = m.config_.torch_dtype;
+    m.dummy_dtype_ = t == "float32" ? DType::kF32 : t == "bfloat16" ? DType::kBF16 : DType::kF16;
+  }
+  return m;
+}
+
+namespace {
+
+uint64_t splitmix64(uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+constexpr float kScale = 0.02f;
+
+uint64_t fnv1a(std::string_view s) {
+  uint64_t h = 0xcbf29ce484222325ull;
+  for (char c : s)
+    h = (h ^ static_cast<uint8_t>(c)) * 0x100000001b3ull;
+  return h;
+}
+
+}  // namespace
+
+Tensor ModelFiles::dummy_tensor(const std::string& name, const Shape& shape, bool f32) const {
+  if (!dummy_) fail(ErrorCode::kInternal, "{}: dummy_tensor of a model with weight files", path_);
+  const DType dtype = f32 ? DType::kF32 : dummy_dtype_;
+  Tensor t = Tensor::empty(shape, dtype);
+  const int64_t n = shape.numel();
+  // Element i is drawn from a counter-based generator (the seed and the name give the key, i the
+  // counter), so the values do not depend on how the work is split among threads.
+  const uint64_t key = splitmix64(dummy_seed_ ^ fnv1a(name));
+  auto* bytes = static_cast<uint8_t*>(t.raw_data());
+  auto fill = [key, dtype, bytes](int64_t begin, int64_t end) {
+    auto* f = reinterpret_cast<float*>(bytes);
+    auto* h = reinterpret_cast<uint16_t*>(bytes);
+    for (int64_t i = begin; i < end; ++i) {
+      const uint64_t r = splitmix64(key + static_cast<uint64_t>(i));
+      // 24 random bits → [-1, 1), times the scale.
+      const float v = static_cast<float>(static_cast<int64_t>(r >> 40) - (int64_t{1} << 23)) *
+                      (kScale / static_cast<float>(1 << 23));
+      if (dtype == DType::kF32) {
+        f[i] = v;
+      } else if (dtype == DType::kBF16) {
+        h[i] = cpu::fp32_to_bf16(v);
+      } else {
+        h[i] = cpu::fp32_to_fp16(v);
+      }
+    }
+  };
+  const int64_t threads =
+      std::clamp<int64_t>(std::min<int64_t>(std::thread::hardware_concurrency(), n / (int64_t{1} << 20)), 1, 32);
+  if (threads == 1) {
+    fill(0, n);
+    return t;
+  }
+  std::vector<std::thread> pool;
+  const int64_t per = (n + threads - 1) / threads;
+  for (int64_t k = 0; k < threads; ++k)
+    pool.emplace_back(fill, std::min(n, k * per), std::min(n, (k + 1) * per));
+  for (auto& th : pool)
+    th.join();
+  return t;
+}
+
 Tensor ModelFiles::tensor(std::string_view name) const {
+  if (dummy_) fail(ErrorCode::kNotFound, "{}: dummy weights have no tensor named '{}' in a file", path_, name);
   if (gguf_) {
     const gguf::TensorInfo* info = gguf_->find_tensor(name);
     if (info == nullptr) fail(ErrorCode::kNotFound, "{}: no tensor named '{}'", path_, name);
@@ -169,6 +255,7 @@ std::map<DType, DTypeUsage> ModelFiles::dtype_mix() const {
 }
 
 uint64_t ModelFiles::weight_bytes() const {
+  if (dummy_) return 0;
   if (gguf_) return gguf_->file_size();
   uint64_t total = 0;
   for (size_t i = 0; i < checkpoint_->num_files(); ++i)

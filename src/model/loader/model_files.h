@@ -37,6 +37,19 @@ class ModelFiles {
  public:
   // `path`: a .gguf file, or a folder holding config.json and safetensors weights.
   [[nodiscard]] static ModelFiles open(const std::string& path);
+  // Random weights (`--load-format dummy`): the config of `config_path` (a folder holding
+  // config.json, or a config.json) and no weight files. Every weight the model asks for is drawn
+  // from a generator seeded by `seed` and the tensor's name, so two loads with the same seed are
+  // identical; matrices get `dtype` (nullopt: the config's torch_dtype when it is f32, f16 or
+  // bf16, else f16). For benchmarks and tests of speed, never for text.
+  [[nodiscard]] static ModelFiles open_dummy(const std::string& config_path, std::optional<DType> dtype, uint64_t seed);
+
+  [[nodiscard]] bool is_dummy() const { return dummy_; }
+  [[nodiscard]] DType dummy_dtype() const { return dummy_dtype_; }
+  // A (shape) tensor of dummy_dtype() (or f32 when `f32`: vectors such as norm weights) on the
+  // host, filled deterministically from the seed and `name`, uniform in [-0.02, 0.02]. The loader
+  // asks for one tensor at a time and uploads it, so the host never holds the whole model.
+  [[nodiscard]] Tensor dummy_tensor(const std::string& name, const Shape& shape, bool f32) const;
 
   [[nodiscard]] ModelFormat format() const { return format_; }
   [[nodiscard]] const std::string& path() const { return path_; }
@@ -68,6 +81,9 @@ class ModelFiles {
   std::optional<std::string> chat_template_;
   std::shared_ptr<const gguf::File> gguf_;
   std::shared_ptr<const safetensors::Checkpoint> checkpoint_;
+  bool dummy_ = false;
+  DType dummy_dtype_ = DType::kF16;
+  uint64_t dummy_seed_ = 0;
 };
 
 }  // namespace pagoda

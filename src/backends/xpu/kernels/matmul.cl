@@ -93,3 +93,139 @@ __attribute__((intel_reqd_sub_group_size(16))) kernel void matmul_sg16(
   }
 }
 #endif
+
+// Weights of f32, f16 or bf16 whose rows are 16-byte aligned and a multiple of 8 elements long,
+// and activations at a 16-byte aligned offset (the host checks): each item reads 16 bytes at a time (uint4 / float4), consecutive items
+// consecutive 16 bytes, so a row is streamed with fully coalesced 128-bit loads. A work-group
+// holds MV_ROWS rows of MV_LANES items each; dimension 0 of the grid walks the tiles of
+// MV_TILE activation rows, so that the tiles over the same weight rows run side by side and a
+// weight is fetched from memory about once per step for the whole batch (the other tiles find it
+// in the cache). Every activation row's sum is formed in the same order whatever the batch.
+// The loops over the tile are unrolled so that the accumulators stay in registers (an array
+// indexed in a loop that is not unrolled lives in slow private memory).
+// Global size (ceil(m / MV_TILE) * MV_ROWS * MV_LANES, ceil(n / MV_ROWS)), local (MV_ROWS * MV_LANES, 1).
+#define MV_ROWS 4
+#define MV_LANES 32
+#define MV_TILE 8
+
+// f16 bits to float, exactly, without cl_khr_fp16 and without float subnormals (which some
+// devices flush).
+inline float mv_f16(uint h) {
+  const uint em = h & 0x7fffu;
+  float f;
+  if (em < 0x0400u) {
+    f = (float)em * 0x1p-24f;
+  } else if (em >= 0x7c00u) {
+    f = as_float(0x7f800000u | ((em & 0x3ffu) << 13));
+  } else {
+    f = as_float((em << 13) + 0x38000000u);
+  }
+  return as_float(as_uint(f) | ((h & 0x8000u) << 16));
+}
+
+inline void mv_load8(int wt, global const uchar* row, int v, float* w) {
+  if (wt == WT_F32) {
+    const float4 a = ((global const float4*)row)[2 * v];
+    const float4 b = ((global const float4*)row)[2 * v + 1];
+    w[0] = a.x;
+    w[1] = a.y;
+    w[2] = a.z;
+    w[3] = a.w;
+    w[4] = b.x;
+    w[5] = b.y;
+    w[6] = b.z;
+    w[7] = b.w;
+    return;
+  }
+  const uint4 u = ((global const uint4*)row)[v];
+  const uint words[4] = {u.x, u.y, u.z, u.w};
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    if (wt == WT_F16) {
+      w[2 * i] = mv_f16(words[i] & 0xffffu);
+      w[2 * i + 1] = mv_f16(words[i] >> 16);
+    } else {
+      w[2 * i] = as_float(words[i] << 16);
+      w[2 * i + 1] = as_float(words[i] & 0xffff0000u);
+    }
+  }
+}
+
+inline float mv_dot8(const float* w, global const float* xr) {
+  // xr is 16-byte aligned (the host checks x's offset; rows are a multiple of 8 floats), so these
+  // are two 16-byte loads rather than eight scalar ones.
+  const float4 a = ((global const float4*)xr)[0];
+  const float4 b = ((global const float4*)xr)[1];
+  float s = w[0] * a.x;
+  s += w[1] * a.y;
+  s += w[2] * a.z;
+  s += w[3] * a.w;
+  s += w[4] * b.x;
+  s += w[5] * b.y;
+  s += w[6] * b.z;
+  s += w[7] * b.w;
+  return s;
+}
+
+kernel void matmul_vec(global float* out, ulong out_off, global const float* x, ulong x_off,
+                       global const uchar* weight, ulong w_off, ulong row_bytes, global const float* bias,
+                       ulong bias_off, int has_bias, int wt, int m, int n, int k) {
+  local float red[MV_ROWS][MV_TILE][MV_LANES];
+  const int lid = get_local_id(0);
+  const int lane = lid % MV_LANES;
+  const int rw = lid / MV_LANES;
+  const int j = get_group_id(1) * MV_ROWS + rw;
+  const int m0 = get_group_id(0) * MV_TILE;
+  const int m_count = min(MV_TILE, m - m0);
+  float acc[MV_TILE];
+  #pragma unroll
+  for (int r = 0; r < MV_TILE; ++r)
+    acc[r] = 0.0f;
+  if (j < n && m_count > 0) {
+    global const uchar* row = weight + w_off + (ulong)j * row_bytes;
+    global const float* xb = CPTR(float, x, x_off) + (long)m0 * k;
+    const int vecs = k / 8;
+    int v = lane;
+    // Two loads in flight per item before any arithmetic; the sum order per row stays fixed.
+    for (; v + MV_LANES < vecs; v += 2 * MV_LANES) {
+      float w0[8];
+      float w1[8];
+      mv_load8(wt, row, v, w0);
+      mv_load8(wt, row, v + MV_LANES, w1);
+      #pragma unroll
+      for (int r = 0; r < MV_TILE; ++r) {
+        if (r < m_count) {
+          global const float* xr = xb + (long)r * k;
+          acc[r] += mv_dot8(w0, xr + 8 * v);
+          acc[r] += mv_dot8(w1, xr + 8 * (v + MV_LANES));
+        }
+      }
+    }
+    if (v < vecs) {
+      float w0[8];
+      mv_load8(wt, row, v, w0);
+      #pragma unroll
+      for (int r = 0; r < MV_TILE; ++r) {
+        if (r < m_count) acc[r] += mv_dot8(w0, xb + (long)r * k + 8 * v);
+      }
+    }
+  }
+  #pragma unroll
+  for (int r = 0; r < MV_TILE; ++r)
+    red[rw][r][lane] = acc[r];
+  barrier(CLK_LOCAL_MEM_FENCE);
+  for (int stride = MV_LANES / 2; stride > 0; stride /= 2) {
+    if (lane < stride) {
+      #pragma unroll
+      for (int r = 0; r < MV_TILE; ++r)
+        red[rw][r][lane] += red[rw][r][lane + stride];
+    }
+    barrier(CLK_LOCAL_MEM_FENCE);
+  }
+  if (lane == 0 && j < n) {
+    const float b = has_bias ? CPTR(float, bias, bias_off)[j] : 0.0f;
+    global float* o = PTR(float, out, out_off);
+    for (int r = 0; r < m_count; ++r)
+      o[(long)(m0 + r) * n + j] = red[rw][r][0] + b;
+  }
+}

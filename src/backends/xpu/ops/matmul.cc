@@ -12,11 +12,32 @@ namespace {
 constexpr size_t kTile = 8;    // MM_TILE in kernels/matmul.cl
 constexpr size_t kLws = 64;    // MM_LWS
 constexpr size_t kSgLws = 16;  // matmul_sg16's subgroup
+// matmul_vec: MV_ROWS, MV_LANES, MV_TILE.
+constexpr size_t kVecRows = 4;
+constexpr size_t kVecLanes = 32;
+constexpr size_t kVecTile = 8;
 }  // namespace
 
 void XpuOps::gemm(cl_mem out, uint64_t out_off, cl_mem x, uint64_t x_off, int64_t m, cl_mem w, uint64_t w_off,
                   DType wtype, int64_t n, int64_t k, const Tensor* bias) {
   if (m == 0 || n == 0) return;
+  const uint64_t row_bytes = *dtype_row_bytes(wtype, k);
+  // Unquantized rows that allow 16-byte loads take the streaming kernel.
+  if ((wtype == DType::kF16 || wtype == DType::kBF16 || wtype == DType::kF32) && k % 8 == 0 && row_bytes % 16 == 0 &&
+      w_off % 16 == 0 && x_off % 16 == 0) {
+    Launch launch(rt_, "matmul_vec");
+    launch.mem(out).u64(out_off).mem(x).u64(x_off).mem(w).u64(w_off).u64(row_bytes);
+    if (bias != nullptr) {
+      launch.tensor(*bias).i32(1);
+    } else {
+      launch.mem(out).u64(out_off).i32(0);
+    }
+    launch.i32(weight_code(wtype)).i32(m).i32(n).i32(k);
+    const size_t tiles = (static_cast<size_t>(m) + kVecTile - 1) / kVecTile;
+    const size_t groups = (static_cast<size_t>(n) + kVecRows - 1) / kVecRows;
+    launch.run({tiles * kVecRows * kVecLanes, groups, 1}, {kVecRows * kVecLanes, 1, 1}, 2);
+    return;
+  }
   const bool sg = rt_.subgroup_paths();
   const size_t lws = sg ? kSgLws : kLws;
   Launch launch(rt_, sg ? "matmul_sg16" : "matmul");
