@@ -192,7 +192,9 @@ void check_batch_invariance(const std::string& device, const std::vector<std::st
       const std::vector<RequestOutput> outs = run_all(e, w.prompts, w.params);
       EXPECT_EQ(token_ids(outs), alone);
       const engine::EngineStats s = e.stats();
-      if (m.cache_tokens > 0) EXPECT_GT(s.num_preemptions, 0);
+      if (m.cache_tokens > 0) {
+        EXPECT_GT(s.num_preemptions, 0);
+      }
       EXPECT_EQ(s.num_free_blocks, s.num_blocks);
       EXPECT_EQ(s.num_running + s.num_waiting, 0);
     }
