@@ -56,5 +56,4 @@ def gemma_model() -> Path:
     return _model("gemma3")
 
 
-def run_pagoda(binary: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=timeout)
+from pagoda_testing import run_pagoda  # noqa: E402,F401  (kept importable from conftest too)

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_pagoda
+from pagoda_testing import run_pagoda
 
 
 def info_json(pagoda_bin, path) -> dict:

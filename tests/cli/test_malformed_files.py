@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_pagoda
+from pagoda_testing import run_pagoda
 
 GGUF_MAGIC = b"GGUF"
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import run_pagoda
+from pagoda_testing import run_pagoda
 
 
 def generate(pagoda_bin, model, *args, timeout=600):

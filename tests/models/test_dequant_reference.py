@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from gguf import GGMLQuantizationType as Q
 
-from conftest import run_pagoda
+from pagoda_testing import run_pagoda
 
 BLOCK_TYPES = [Q.Q4_0, Q.Q4_1, Q.Q5_0, Q.Q5_1, Q.Q8_0, Q.Q2_K, Q.Q3_K, Q.Q4_K, Q.Q5_K, Q.Q6_K]
 FLOAT_TYPES = [Q.F32, Q.F16, Q.BF16]

@@ -19,7 +19,7 @@ import gguf
 import numpy as np
 import pytest
 
-from conftest import run_pagoda
+from pagoda_testing import run_pagoda
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden"
 CASES = ["llama", "llama_bf16", "llama_bias", "llama_linear", "llama3", "llama_yarn", "qwen2", "qwen3", "gemma",

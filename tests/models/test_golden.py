@@ -18,7 +18,7 @@ import numpy as np
 import pytest
 from safetensors.numpy import load_file, save_file
 
-from conftest import run_pagoda
+from pagoda_testing import run_pagoda
 
 GOLDEN = Path(__file__).resolve().parent.parent / "data" / "golden"
 CASES = sorted(p.name for p in GOLDEN.iterdir() if (p / "expected.json").exists())

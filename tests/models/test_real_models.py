@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import run_pagoda
+from pagoda_testing import run_pagoda
 
 REFERENCE = Path(__file__).resolve().parent.parent / "data" / "gguf_reference"
 MODELS = {"smollm2": "default_model", "gemma3": "gemma_model"}

@@ -12,7 +12,7 @@ import os
 import numpy as np
 import pytest
 
-from conftest import run_pagoda
+from pagoda_testing import run_pagoda
 from test_golden import CASES, GOLDEN, LOGIT_TOLERANCE, check_tokens, expected, generate, logits
 
 DEVICE = os.environ.get("PAGODA_XPU_DEVICE", "xpu")

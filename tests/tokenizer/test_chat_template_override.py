@@ -3,7 +3,7 @@ import json
 
 import jinja2
 
-from conftest import run_pagoda
+from pagoda_testing import run_pagoda
 
 TEMPLATE = ("{% for m in messages %}<<{{ m.role }}>> {{ m.content }}\n{% endfor %}"
             "{% if add_generation_prompt %}<<assistant>>{% endif %}")

@@ -112,7 +112,8 @@ TEST(ServerHttpTest, MalformedHeadsAreRefused) {
   EXPECT_EQ(parse_once("GET / HTTP/1.1\r\nNoColon\r\n\r\n").http_status, 400);
   EXPECT_EQ(parse_once("GET / HTTP/1.1\r\nBad Name: x\r\n\r\n").http_status, 400);
   EXPECT_EQ(parse_once("GET / HTTP/1.1\r\n folded: x\r\n\r\n").http_status, 400);
-  EXPECT_EQ(parse_once(std::string("GET / HTTP/1.1\r\nA: x\0y\r\n\r\n", 28)).http_status, 400);
+  static constexpr char kNulInHeader[] = "GET / HTTP/1.1\r\nA: x\0y\r\n\r\n";
+  EXPECT_EQ(parse_once(std::string(kNulInHeader, sizeof kNulInHeader - 1)).http_status, 400);
 }
 
 TEST(ServerHttpTest, ExpectContinueIsReported) {
