@@ -1,11 +1,8 @@
 """`pagoda bench latency` and `pagoda bench throughput` on the default model: they run, count
 what they say they count, and refuse bad arguments."""
 import json
-import subprocess
 
-
-def run_pagoda(binary, *args, timeout=120):
-    return subprocess.run([str(binary), *args], capture_output=True, text=True, timeout=timeout)
+from pagoda_testing import run_pagoda
 
 
 def test_bench_latency_json(pagoda_bin, default_model):
