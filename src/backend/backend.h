@@ -11,11 +11,19 @@
 #include <cstdint>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "backend/backend_ops.h"
 #include "core/tensor.h"
 
 namespace pagoda {
+
+// Device time spent in one kernel, summed over its launches (see Backend::take_kernel_profile).
+struct KernelTiming {
+  std::string name;
+  uint64_t launches = 0;
+  double seconds = 0.0;
+};
 
 class Backend {
  public:
@@ -39,6 +47,10 @@ class Backend {
   // dtype for attention and cache ops, the activation dtype otherwise).
   [[nodiscard]] virtual bool supports(OpKind op, DType dtype) const = 0;
   [[nodiscard]] virtual BackendOps& ops() = 0;
+
+  // Per-kernel device time since the last call, longest first, when the backend was created with
+  // profiling on (xpu: PAGODA_XPU_PROFILE=1); empty otherwise. Waits for queued work.
+  [[nodiscard]] virtual std::vector<KernelTiming> take_kernel_profile() { return {}; }
 };
 
 // The backend of a device. The CPU backend always exists; another kind throws Error(kUnsupported)

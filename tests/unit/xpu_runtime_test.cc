@@ -95,11 +95,19 @@ TEST(XpuRuntime, KernelCacheIsWrittenThenUsed) {
 TEST(XpuRuntime, MemoryAccountingAndRoundTrip) {
   if (!have_device()) GTEST_SKIP() << "no OpenCL device";
   Backend& b = backend_for(parse_device("xpu:0"));
+  xpu::XpuRuntime& rt = dynamic_cast<xpu::XpuBackend&>(b).runtime();
+  rt.release_idle_buffers();
   const uint64_t before = b.free_memory();
+  // 4000 bytes take the 4096-byte size class, which stays held (idle, pooled) after the tensor dies.
+  constexpr uint64_t kClass = 4096;
+  ASSERT_EQ(xpu::BufferPool::size_class(4000), kClass);
+  cl_mem first = nullptr;
   {
     Tensor t = empty_on(b.device(), Shape{1000}, DType::kF32);
+    first = xpu::mem_of(t);
     EXPECT_EQ(t.storage_kind(), StorageKind::kDevice);
-    EXPECT_EQ(b.free_memory(), before - 4000);
+    EXPECT_EQ(t.storage()->nbytes(), 4000u);
+    EXPECT_EQ(b.free_memory(), before - kClass);
     Tensor h = Tensor::empty(Shape{1000}, DType::kF32);
     for (int i = 0; i < 1000; ++i)
       h.data<float>()[i] = static_cast<float>(i) * 0.5f;
@@ -109,11 +117,80 @@ TEST(XpuRuntime, MemoryAccountingAndRoundTrip) {
       EXPECT_EQ(back.data<float>()[i], static_cast<float>(i + 10) * 0.5f);
     EXPECT_THROW((void)t.raw_data(), Error);  // device memory is not host-addressable
   }
+  EXPECT_EQ(b.free_memory(), before - kClass);
+  EXPECT_EQ(rt.pool().idle(), kClass);
+  {
+    // The same size class again is served by the idle buffer.
+    const uint64_t hits = rt.pool().hits();
+    Tensor t = empty_on(b.device(), Shape{990}, DType::kF32);
+    EXPECT_EQ(xpu::mem_of(t), first);
+    EXPECT_EQ(rt.pool().hits(), hits + 1);
+    EXPECT_EQ(rt.pool().idle(), 0u);
+    EXPECT_EQ(b.free_memory(), before - kClass);
+  }
+  rt.release_idle_buffers();
   EXPECT_EQ(b.free_memory(), before);
   EXPECT_TRUE(b.supports(OpKind::kMatmul, DType::kQ4_K));
   EXPECT_TRUE(b.supports(OpKind::kMatmul, DType::kBF16));
   EXPECT_FALSE(b.supports(OpKind::kMatmul, DType::kIQ2_XXS));
   EXPECT_FALSE(b.supports(OpKind::kPagedAttention, DType::kQ8_0));
+}
+
+TEST(XpuRuntime, BufferPoolSizeClasses) {
+  using xpu::BufferPool;
+  EXPECT_EQ(BufferPool::size_class(0), 256u);
+  EXPECT_EQ(BufferPool::size_class(1), 256u);
+  EXPECT_EQ(BufferPool::size_class(256), 256u);
+  EXPECT_EQ(BufferPool::size_class(257), 320u);  // step 64 above 256
+  EXPECT_EQ(BufferPool::size_class(1024), 1024u);
+  EXPECT_EQ(BufferPool::size_class(1025), 1280u);
+  // Every class holds its request with at most 25% more, and classes are fixed points.
+  for (uint64_t n = 1; n < (uint64_t{1} << 24); n = n * 3 / 2 + 7) {
+    const uint64_t c = BufferPool::size_class(n);
+    EXPECT_GE(c, n);
+    EXPECT_LE(c, std::max<uint64_t>(256, n + n / 4 + 1)) << n;
+    EXPECT_EQ(BufferPool::size_class(c), c) << n;
+  }
+  // Beyond the pooled range sizes are exact (weights and the KV cache waste nothing).
+  const uint64_t big = BufferPool::kMaxPooledBuffer + 12345;
+  EXPECT_EQ(BufferPool::size_class(big), big);
+}
+
+// The streaming matmul converts f16 weights on the device: every finite f16 value, subnormals and
+// signed zeros included, must arrive exactly. One-hot activation rows pick single weights out.
+TEST(XpuRuntime, StreamingMatmulConvertsEveryFiniteHalfExactly) {
+  if (!have_device()) GTEST_SKIP() << "no OpenCL device";
+  Backend& b = backend_for(parse_device("xpu:0"));
+  constexpr int64_t kK = 64;  // rows of 128 bytes: the 16-byte-load kernel takes them
+  std::vector<uint16_t> bits;
+  for (uint32_t h = 0; h < 0x10000u; ++h) {
+    if ((h & 0x7c00u) != 0x7c00u) bits.push_back(static_cast<uint16_t>(h));  // no inf / NaN
+  }
+  while (bits.size() % kK != 0)
+    bits.push_back(0x3c00);  // 1.0
+  const auto n = static_cast<int64_t>(bits.size()) / kK;
+  Tensor w = Tensor::empty(Shape{n, kK}, DType::kF16);
+  std::memcpy(w.raw_data(), bits.data(), bits.size() * sizeof(uint16_t));
+  Tensor x = Tensor::empty(Shape{kK, kK}, DType::kF32);
+  for (int64_t r = 0; r < kK; ++r)
+    for (int64_t c = 0; c < kK; ++c)
+      x.data<float>()[r * kK + c] = r == c ? 1.0f : 0.0f;
+  Tensor out = empty_on(b.device(), Shape{kK, n}, DType::kF32);
+  ops::matmul(out, to_device(x, b.device()), to_device(w, b.device()));
+  const Tensor host = to_host(out);
+  int64_t wrong = 0;
+  for (int64_t r = 0; r < kK; ++r) {
+    for (int64_t j = 0; j < n; ++j) {
+      const float want = cpu::fp16_to_fp32(bits[static_cast<size_t>(j * kK + r)]);
+      const float got = host.data<float>()[r * n + j];
+      if (!(got == want)) {
+        if (++wrong <= 5)
+          ADD_FAILURE() << "weight bits " << bits[static_cast<size_t>(j * kK + r)] << ": " << got << " instead of "
+                        << want;
+      }
+    }
+  }
+  EXPECT_EQ(wrong, 0);
 }
 
 // Decode over contexts longer than one split-K partition (256 keys): the partitions' partial

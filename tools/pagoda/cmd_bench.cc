@@ -59,7 +59,7 @@ uint64_t peak_rss_bytes() {
 namespace {
 
 const CommandRegistration kRegisterBench("bench", [](CLI::App& app) {
-  CLI::App* group = app.add_subcommand("bench", "Benchmarks: latency (prompt and decode tokens/s)");
+  CLI::App* group = app.add_subcommand("bench", "Benchmarks: latency, throughput, serve, decode");
   group->require_subcommand(1);
   auto actions = std::make_shared<std::vector<std::pair<CLI::App*, std::function<int()>>>>();
   for (auto& [name, setup] : registered_benches()) {

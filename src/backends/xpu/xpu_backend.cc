@@ -16,9 +16,17 @@ void Launch::run(std::array<size_t, 3> global, std::array<size_t, 3> local, unsi
     if (local[i] != 0) global[i] = (global[i] + local[i] - 1) / local[i] * local[i];
   }
   const bool has_local = local[0] != 0;
-  const cl_int rc = clEnqueueNDRangeKernel(rt_.queue(), kernel_, dims, nullptr, global.data(),
-                                           has_local ? local.data() : nullptr, 0, nullptr, nullptr);
+  cl_event event = nullptr;
+  const cl_int rc =
+      clEnqueueNDRangeKernel(rt_.queue(), kernel_, dims, nullptr, global.data(), has_local ? local.data() : nullptr, 0,
+                             nullptr, rt_.profiling() ? &event : nullptr);
   if (rc != CL_SUCCESS) fail(ErrorCode::kInternal, "xpu: launching {} failed: {} ({})", name_, cl_status_name(rc), rc);
+  if (event != nullptr) {
+    std::string shape = std::to_string(global[0]);
+    for (unsigned i = 1; i < dims; ++i)
+      shape += "x" + std::to_string(global[i]);
+    rt_.record(name_, std::move(shape), event);
+  }
 }
 
 int weight_code(DType t) {

@@ -72,6 +72,7 @@ class XpuBackend final : public Backend {
   void synchronize() override;
   [[nodiscard]] bool supports(OpKind op, DType dtype) const override;
   [[nodiscard]] BackendOps& ops() override { return ops_; }
+  [[nodiscard]] std::vector<KernelTiming> take_kernel_profile() override { return rt_.profile(); }
 
   [[nodiscard]] XpuRuntime& runtime() { return rt_; }
 

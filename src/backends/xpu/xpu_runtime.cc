@@ -156,7 +156,8 @@ std::vector<OrderedDevice> ordered_devices() {
 }
 
 XpuStorage::~XpuStorage() {
-  allocated_->fetch_sub(nbytes_);
+  pool_->sub_live(size_);
+  pool_->give(std::move(mem_), size_);
 }
 
 std::string kernel_program_source() {
@@ -176,6 +177,11 @@ std::string kernel_build_options(bool subgroup_paths) {
   // rounding, and dequantization bit for bit (FP_CONTRACT is off in common.cl for that reason).
   std::string options = "-cl-std=CL1.2";
   if (subgroup_paths) options += " -DPAGODA_INTEL_SUBGROUPS=1";
+  // Kernel-internal tuning constants (see kernels/matmul.cl), for measuring a device.
+  if (const char* extra = std::getenv("PAGODA_XPU_KERNEL_DEFINES"); extra != nullptr && *extra != '\0') {
+    options += ' ';
+    options += extra;
+  }
   return options;
 }
 
@@ -209,6 +215,9 @@ XpuRuntime::XpuRuntime(int index) {
   platform_ = devices[static_cast<size_t>(index)].platform;
   id_ = devices[static_cast<size_t>(index)].device;
   caps_ = query_caps(platform_, id_);
+  // Idle activation buffers kept for reuse: enough for a large prefill step's temporaries, a small
+  // share of the device.
+  pool_ = std::make_shared<BufferPool>(std::min<uint64_t>(caps_.global_memory / 16, uint64_t{2} << 30));
   cl_int rc = CL_SUCCESS;
   const cl_context_properties props[] = {CL_CONTEXT_PLATFORM, reinterpret_cast<cl_context_properties>(platform_), 0};
   context_ = ClContext(clCreateContext(props, 1, &id_, nullptr, nullptr, &rc));
@@ -217,7 +226,10 @@ XpuRuntime::XpuRuntime(int index) {
   // clCreateCommandQueue (deprecated in OpenCL 2.0) because OpenCL 1.2 devices have no other.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-  queue_ = ClQueue(clCreateCommandQueue(context_.get(), id_, 0, &rc));
+  if (const char* env = std::getenv("PAGODA_XPU_PROFILE"); env != nullptr && std::string(env) == "1") {
+    profiling_ = true;
+  }
+  queue_ = ClQueue(clCreateCommandQueue(context_.get(), id_, profiling_ ? CL_QUEUE_PROFILING_ENABLE : 0, &rc));
 #pragma GCC diagnostic pop
   check_cl(rc, "clCreateCommandQueue");
   // Subgroup kernels need both the shuffles and a way to require a subgroup size of 16.
@@ -315,21 +327,49 @@ cl_kernel XpuRuntime::kernel(const std::string& name) {
   return raw;
 }
 
+size_t XpuRuntime::required_work_group_size(const std::string& name) {
+  const cl_kernel k = kernel(name);
+  std::lock_guard lock(kernels_mutex_);
+  auto it = required_sizes_.find(name);
+  if (it != required_sizes_.end()) return it->second;
+  size_t sizes[3] = {0, 0, 0};
+  check_cl(clGetKernelWorkGroupInfo(k, id_, CL_KERNEL_COMPILE_WORK_GROUP_SIZE, sizeof sizes, sizes, nullptr),
+           "clGetKernelWorkGroupInfo");
+  if (sizes[0] == 0) fail(ErrorCode::kInternal, "xpu: kernel {} declares no reqd_work_group_size", name);
+  required_sizes_.emplace(name, sizes[0]);
+  return sizes[0];
+}
+
 std::shared_ptr<Storage> XpuRuntime::allocate(uint64_t nbytes) {
   // OpenCL refuses zero-sized buffers; an empty tensor still gets a real (tiny) one.
-  const uint64_t size = nbytes == 0 ? 4 : nbytes;
-  if (size > caps_.max_alloc) {
+  const uint64_t size = std::min(BufferPool::size_class(nbytes), caps_.max_alloc);
+  if (nbytes > caps_.max_alloc) {
     fail(ErrorCode::kOutOfMemory, "xpu: a buffer of {} bytes exceeds the largest allocation of {} ({} bytes)", nbytes,
          caps_.name, caps_.max_alloc);
   }
-  cl_int rc = CL_SUCCESS;
-  ClMem mem(clCreateBuffer(context_.get(), CL_MEM_READ_WRITE, size, nullptr, &rc));
-  if (rc == CL_MEM_OBJECT_ALLOCATION_FAILURE || rc == CL_OUT_OF_RESOURCES || rc == CL_OUT_OF_HOST_MEMORY) {
-    fail(ErrorCode::kOutOfMemory, "xpu: allocating {} bytes on {} failed: {}", nbytes, caps_.name, cl_status_name(rc));
+  ClMem mem = pool_->take(size);
+  if (!mem) {
+    pool_->count_miss();
+    const auto create = [&](cl_int& rc) {
+      return ClMem(clCreateBuffer(context_.get(), CL_MEM_READ_WRITE, size, nullptr, &rc));
+    };
+    const auto out_of_memory = [](cl_int rc) {
+      return rc == CL_MEM_OBJECT_ALLOCATION_FAILURE || rc == CL_OUT_OF_RESOURCES || rc == CL_OUT_OF_HOST_MEMORY;
+    };
+    cl_int rc = CL_SUCCESS;
+    mem = create(rc);
+    if (out_of_memory(rc)) {  // idle pooled buffers may be what is missing
+      pool_->drain();
+      mem = create(rc);
+    }
+    if (out_of_memory(rc)) {
+      fail(ErrorCode::kOutOfMemory, "xpu: allocating {} bytes on {} failed: {}", nbytes, caps_.name,
+           cl_status_name(rc));
+    }
+    check_cl(rc, "clCreateBuffer");
   }
-  check_cl(rc, "clCreateBuffer");
-  allocated_->fetch_add(nbytes);
-  return std::make_shared<XpuStorage>(std::move(mem), nbytes, device_, allocated_, next_serial_.fetch_add(1));
+  pool_->add_live(size);
+  return std::make_shared<XpuStorage>(std::move(mem), nbytes, size, device_, pool_, next_serial_.fetch_add(1));
 }
 
 std::vector<uint8_t> XpuRuntime::host_copy(const Tensor& t) {
@@ -354,6 +394,39 @@ std::vector<uint8_t> XpuRuntime::host_copy(const Tensor& t) {
 void XpuRuntime::invalidate_host_copies() {
   std::lock_guard lock(host_copies_mutex_);
   host_copies_.clear();
+}
+
+void XpuRuntime::record(const char* kernel_name, std::string shape, cl_event event) {
+  std::lock_guard lock(profile_mutex_);
+  events_.push_back(Recorded{kernel_name, std::move(shape), ClEvent(event)});
+}
+
+std::vector<KernelTiming> XpuRuntime::profile() {
+  check_cl(clFinish(queue_.get()), "clFinish");
+  std::vector<Recorded> events;
+  {
+    std::lock_guard lock(profile_mutex_);
+    events.swap(events_);
+  }
+  std::map<std::string, KernelTiming> by_name;
+  for (const auto& [kernel, shape, event] : events) {
+    const std::string name = std::string(kernel) + " " + shape;
+    cl_ulong start = 0;
+    cl_ulong end = 0;
+    if (clGetEventProfilingInfo(event.get(), CL_PROFILING_COMMAND_START, sizeof start, &start, nullptr) != CL_SUCCESS ||
+        clGetEventProfilingInfo(event.get(), CL_PROFILING_COMMAND_END, sizeof end, &end, nullptr) != CL_SUCCESS) {
+      continue;
+    }
+    KernelTiming& k = by_name[name];
+    k.name = name;
+    ++k.launches;
+    k.seconds += end > start ? static_cast<double>(end - start) * 1e-9 : 0.0;
+  }
+  std::vector<KernelTiming> out;
+  for (auto& [name, k] : by_name)
+    out.push_back(std::move(k));
+  std::sort(out.begin(), out.end(), [](const KernelTiming& a, const KernelTiming& b) { return a.seconds > b.seconds; });
+  return out;
 }
 
 cl_mem mem_of(const Tensor& t) {

@@ -17,6 +17,8 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
+#include "backends/xpu/buffer_pool.h"
 #include "backends/xpu/cl_handle.h"
 #include "core/tensor.h"
 
@@ -52,9 +54,10 @@ struct OrderedDevice {
 // Device memory of the xpu backend.
 class XpuStorage final : public Storage {
  public:
-  XpuStorage(ClMem mem, uint64_t nbytes, Device device, std::shared_ptr<std::atomic<uint64_t>> allocated,
+  // `size` is the buffer's real size (its pool size class), at least `nbytes`.
+  XpuStorage(ClMem mem, uint64_t nbytes, uint64_t size, Device device, std::shared_ptr<BufferPool> pool,
              uint64_t serial)
-      : mem_(std::move(mem)), nbytes_(nbytes), device_(device), allocated_(std::move(allocated)), serial_(serial) {}
+      : mem_(std::move(mem)), nbytes_(nbytes), size_(size), device_(device), pool_(std::move(pool)), serial_(serial) {}
   ~XpuStorage() override;
   [[nodiscard]] void* data() override { return nullptr; }
   [[nodiscard]] uint64_t nbytes() const override { return nbytes_; }
@@ -68,8 +71,9 @@ class XpuStorage final : public Storage {
  private:
   ClMem mem_;
   uint64_t nbytes_;
+  uint64_t size_;
   Device device_;
-  std::shared_ptr<std::atomic<uint64_t>> allocated_;  // the runtime's count, shared: either may go first
+  std::shared_ptr<BufferPool> pool_;  // shared with the runtime: either may go first
   uint64_t serial_;
 };
 
@@ -84,7 +88,21 @@ class XpuRuntime {
   [[nodiscard]] cl_command_queue queue() const { return queue_.get(); }
 
   [[nodiscard]] std::shared_ptr<Storage> allocate(uint64_t nbytes);
-  [[nodiscard]] uint64_t allocated() const { return *allocated_; }
+  // Bytes held on the device: live buffers plus the pool's idle ones.
+  [[nodiscard]] uint64_t allocated() const { return pool_->held(); }
+  [[nodiscard]] const BufferPool& pool() const { return *pool_; }
+  // Releases the pool's idle buffers back to the device.
+  void release_idle_buffers() { pool_->drain(); }
+
+  // Kernel timing, on when PAGODA_XPU_PROFILE=1 was set as the runtime was created (the queue
+  // then records an event per launch). record() keeps a launch's event; profile() waits for the
+  // queue and returns, per kernel and shape, the launch count and summed device time, then forgets
+  // them.
+  [[nodiscard]] bool profiling() const { return profiling_; }
+  // `shape` tells launches of one kernel apart (its global size), so that each matmul shape of a
+  // model gets its own line.
+  void record(const char* kernel_name, std::string shape, cl_event event);
+  [[nodiscard]] std::vector<KernelTiming> profile();
 
   // The bytes of a small device tensor on the host (a blocking read). Request indices are read
   // this way to be checked before a kernel uses them; the layers of one step share the same index
@@ -95,6 +113,8 @@ class XpuRuntime {
 
   // The kernel called `name` of the program (created once, then reused).
   [[nodiscard]] cl_kernel kernel(const std::string& name);
+  // The work-group size a kernel declares with reqd_work_group_size (dimension 0).
+  [[nodiscard]] size_t required_work_group_size(const std::string& name);
   // Whether the program was built with the Intel subgroup paths.
   [[nodiscard]] bool subgroup_paths() const { return subgroup_paths_; }
   // How the program was obtained: "compiled" or "cached binary" (tests and pagoda info show it).
@@ -114,7 +134,16 @@ class XpuRuntime {
   std::string program_origin_;
   std::mutex kernels_mutex_;
   std::map<std::string, ClKernel> kernels_;
-  std::shared_ptr<std::atomic<uint64_t>> allocated_ = std::make_shared<std::atomic<uint64_t>>(0);
+  std::map<std::string, size_t> required_sizes_;
+  std::shared_ptr<BufferPool> pool_;
+  bool profiling_ = false;
+  std::mutex profile_mutex_;
+  struct Recorded {
+    const char* name;
+    std::string shape;
+    ClEvent event;
+  };
+  std::vector<Recorded> events_;
   std::atomic<uint64_t> next_serial_{1};
   struct HostCopyKey {
     uint64_t serial, offset, nbytes;

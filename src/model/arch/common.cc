@@ -87,6 +87,15 @@ std::unique_ptr<Model> build_llama_style(const ModelFiles& files, const ModelOpt
       } else {
         m.gate = w.linear("blk.{i}.ffn_gate", i, inter, hidden, c.mlp_bias);
         m.up = w.linear("blk.{i}.ffn_up", i, inter, hidden, c.mlp_bias);
+        // On a device the weights are copies anyway: stack gate and up into the fused layout (one
+        // matmul, no interleaving gather). On the CPU they stay mapped from the file.
+        if (options.device.kind != DeviceKind::kCpu) {
+          if (std::optional<Linear> stacked = stack_rows(m.gate, m.up)) {
+            m.gate_up = std::move(*stacked);
+            m.gate = Linear{};
+            m.up = Linear{};
+          }
+        }
       }
       m.down = w.linear("blk.{i}.ffn_down", i, hidden, inter, c.mlp_bias);
     }

@@ -37,6 +37,36 @@ void linear(Tensor& out, const Tensor& x, const Linear& l) {
   ops::matmul(out, x, l.weight, l.bias.defined() ? &l.bias : nullptr);
 }
 
+std::optional<Linear> stack_rows(const Linear& a, const Linear& b) {
+  const Tensor& wa = a.weight;
+  const Tensor& wb = b.weight;
+  if (wa.dtype() != wb.dtype() || wa.ndim() != 2 || wb.ndim() != 2 || wa.dim(1) != wb.dim(1) ||
+      wa.device() != wb.device() || a.bias.defined() != b.bias.defined() || !wa.is_contiguous() ||
+      !wb.is_contiguous()) {
+    return std::nullopt;
+  }
+  if (a.bias.defined() && (a.bias.dtype() != b.bias.dtype() || a.bias.ndim() != 1 || b.bias.ndim() != 1)) {
+    return std::nullopt;
+  }
+  const int64_t ra = wa.dim(0);
+  const int64_t rb = wb.dim(0);
+  Backend& backend = backend_for(wa.device());
+  Linear out;
+  out.weight = empty_on(wa.device(), Shape{ra + rb, wa.dim(1)}, wa.dtype());
+  Tensor top = out.weight.slice(0, 0, ra);
+  Tensor bottom = out.weight.slice(0, ra, ra + rb);
+  backend.copy(top, wa);
+  backend.copy(bottom, wb);
+  if (a.bias.defined()) {
+    out.bias = empty_on(wa.device(), Shape{ra + rb}, a.bias.dtype());
+    Tensor bias_top = out.bias.slice(0, 0, ra);
+    Tensor bias_bottom = out.bias.slice(0, ra, ra + rb);
+    backend.copy(bias_top, a.bias);
+    backend.copy(bias_bottom, b.bias);
+  }
+  return out;
+}
+
 AttentionWeights split_qkv(const Linear& qkv, Linear o, int64_t q_rows, int64_t kv_rows) {
   AttentionWeights w;
   auto part = [&](int64_t begin, int64_t end) {

@@ -6,6 +6,7 @@
 // tokens of the step.
 
 #include <cstdint>
+#include <optional>
 #include <vector>
 
 #include "backend/backend_ops.h"
@@ -42,6 +43,12 @@ struct AttentionWeights {
   Linear q, k, v, o;
   Tensor q_norm, k_norm;  // (head_dim) f32 per-head RMSNorm weights; undefined when absent
 };
+
+// One matrix holding a's rows then b's (and their biases), on their device, or nothing when they
+// cannot be stacked (different types, widths or bias presence). On a GPU one launch over the
+// stacked rows replaces two, and the wider launch streams the weights closer to the device's
+// bandwidth; each output row is computed exactly as before.
+[[nodiscard]] std::optional<Linear> stack_rows(const Linear& a, const Linear& b);
 
 // q, k and v as row blocks of one fused projection (phi3, gpt_neox): zero-copy views.
 [[nodiscard]] AttentionWeights split_qkv(const Linear& qkv, Linear o, int64_t q_rows, int64_t kv_rows);

@@ -48,7 +48,9 @@ kernel void attention(global float* out, ulong out_off, global const float* quer
   local float qs[MAX_HEAD];
   local float ps[ATT_LWS];
   local float red[ATT_LWS];
+  local long rows[ATT_LWS];  // element offset of each key's row in this tile (keys and values alike)
   const int lid = get_local_id(0);
+  const bool vec_f16 = dtype == DT_F16 && head_size % 8 == 0 && (kc_off & 15) == 0;
   const int h = get_group_id(0);
   const int t = get_group_id(1);
   const int part = get_group_id(2);
@@ -92,9 +94,29 @@ kernel void attention(global float* out, ulong out_off, global const float* quer
     if (j <= last) {
       const int block = clamp(table[j / block_size], 0, num_blocks - 1);
       const long at = (((long)block * kv_heads + kvh) * block_size + j % block_size) * head_size;
+      rows[lid] = at;
       float dot = 0.0f;
-      for (int d = 0; d < head_size; ++d)
-        dot += qs[d] * load_elem(kc, dtype, at + d);
+      if (vec_f16) {
+        // 16 bytes at a time, converted on the device; the same sum order as the scalar loop.
+        global const uint4* kp = (global const uint4*)(kc + 2 * at);
+        for (int d8 = 0; d8 < head_size / 8; ++d8) {
+          const uint4 u = kp[d8];
+          const uint words[4] = {u.x, u.y, u.z, u.w};
+          const float8 f = vload_half8(0, (const private half*)words);
+          const int d = 8 * d8;
+          dot += qs[d] * f.s0;
+          dot += qs[d + 1] * f.s1;
+          dot += qs[d + 2] * f.s2;
+          dot += qs[d + 3] * f.s3;
+          dot += qs[d + 4] * f.s4;
+          dot += qs[d + 5] * f.s5;
+          dot += qs[d + 6] * f.s6;
+          dot += qs[d + 7] * f.s7;
+        }
+      } else {
+        for (int d = 0; d < head_size; ++d)
+          dot += qs[d] * load_elem(kc, dtype, at + d);
+      }
       score = scale * dot;
       if (softcap > 0.0f) score = softcap * tanh(score / softcap);
       score += slope * (float)(j - pos);
@@ -121,10 +143,11 @@ kernel void attention(global float* out, ulong out_off, global const float* quer
     for (int i = 0; i < ATT_DIMS; ++i)
       acc[i] *= r;
     const int count = min(ATT_LWS, last - base + 1);
+    // The value rows were located while scoring (rows[]): one global load per value element
+    // here, and the iterations are independent, so their loads overlap.
+    #pragma unroll 4
     for (int kk = 0; kk < count; ++kk) {
-      const int jj = base + kk;
-      const int block = clamp(table[jj / block_size], 0, num_blocks - 1);
-      const long at = (((long)block * kv_heads + kvh) * block_size + jj % block_size) * head_size;
+      const long at = rows[kk];
       const float pk = ps[kk];
       for (int i = 0; i < ATT_DIMS; ++i) {
         const int d = lid + i * ATT_LWS;

@@ -104,24 +104,20 @@ __attribute__((intel_reqd_sub_group_size(16))) kernel void matmul_sg16(
 // The loops over the tile are unrolled so that the accumulators stay in registers (an array
 // indexed in a loop that is not unrolled lives in slow private memory).
 // Global size (ceil(m / MV_TILE) * MV_ROWS * MV_LANES, ceil(n / MV_ROWS)), local (MV_ROWS * MV_LANES, 1).
-#define MV_ROWS 4
+// MV_ROWS may be set from outside like MV_UNROLL: the host reads the work-group size back from
+// the kernel's reqd_work_group_size.
+#ifndef MV_ROWS
+#define MV_ROWS 2
+#endif
 #define MV_LANES 32
 #define MV_TILE 8
+// Weight loads in flight per item; only the kernel depends on it, so it may be set from outside
+// (PAGODA_XPU_KERNEL_DEFINES=-DMV_UNROLL=2) to tune a device.
+#ifndef MV_UNROLL
+#define MV_UNROLL 8
+#endif
 
-// f16 bits to float, exactly, without cl_khr_fp16 and without float subnormals (which some
-// devices flush).
-inline float mv_f16(uint h) {
-  const uint em = h & 0x7fffu;
-  float f;
-  if (em < 0x0400u) {
-    f = (float)em * 0x1p-24f;
-  } else if (em >= 0x7c00u) {
-    f = as_float(0x7f800000u | ((em & 0x3ffu) << 13));
-  } else {
-    f = as_float((em << 13) + 0x38000000u);
-  }
-  return as_float(as_uint(f) | ((h & 0x8000u) << 16));
-}
+inline void mv_unpack8(int wt, uint4 u, float* w);
 
 inline void mv_load8(int wt, global const uchar* row, int v, float* w) {
   if (wt == WT_F32) {
@@ -137,17 +133,30 @@ inline void mv_load8(int wt, global const uchar* row, int v, float* w) {
     w[7] = b.w;
     return;
   }
-  const uint4 u = ((global const uint4*)row)[v];
+  mv_unpack8(wt, ((global const uint4*)row)[v], w);
+}
+
+// Eight f16 or bf16 weights from one 16-byte load, as floats.
+inline void mv_unpack8(int wt, uint4 u, float* w) {
   const uint words[4] = {u.x, u.y, u.z, u.w};
+  if (wt == WT_F16) {
+    // One 16-byte load, then the device's own exact half-to-float conversion (vload_half is core
+    // OpenCL: no cl_khr_fp16 needed) on the registers.
+    const float8 f = vload_half8(0, (const private half*)words);
+    w[0] = f.s0;
+    w[1] = f.s1;
+    w[2] = f.s2;
+    w[3] = f.s3;
+    w[4] = f.s4;
+    w[5] = f.s5;
+    w[6] = f.s6;
+    w[7] = f.s7;
+    return;
+  }
 #pragma unroll
   for (int i = 0; i < 4; ++i) {
-    if (wt == WT_F16) {
-      w[2 * i] = mv_f16(words[i] & 0xffffu);
-      w[2 * i + 1] = mv_f16(words[i] >> 16);
-    } else {
-      w[2 * i] = as_float(words[i] << 16);
-      w[2 * i + 1] = as_float(words[i] & 0xffff0000u);
-    }
+    w[2 * i] = as_float(words[i] << 16);
+    w[2 * i + 1] = as_float(words[i] & 0xffff0000u);
   }
 }
 
@@ -167,9 +176,10 @@ inline float mv_dot8(const float* w, global const float* xr) {
   return s;
 }
 
-kernel void matmul_vec(global float* out, ulong out_off, global const float* x, ulong x_off,
-                       global const uchar* weight, ulong w_off, ulong row_bytes, global const float* bias,
-                       ulong bias_off, int has_bias, int wt, int m, int n, int k) {
+kernel __attribute__((reqd_work_group_size(MV_ROWS * MV_LANES, 1, 1)))
+void matmul_vec(global float* out, ulong out_off, global const float* x, ulong x_off, global const uchar* weight,
+                ulong w_off, ulong row_bytes, global const float* bias, ulong bias_off, int has_bias, int wt, int m,
+                int n, int k) {
   local float red[MV_ROWS][MV_TILE][MV_LANES];
   const int lid = get_local_id(0);
   const int lane = lid % MV_LANES;
@@ -186,22 +196,23 @@ kernel void matmul_vec(global float* out, ulong out_off, global const float* x, 
     global const float* xb = CPTR(float, x, x_off) + (long)m0 * k;
     const int vecs = k / 8;
     int v = lane;
-    // Two loads in flight per item before any arithmetic; the sum order per row stays fixed.
-    for (; v + MV_LANES < vecs; v += 2 * MV_LANES) {
-      float w0[8];
-      float w1[8];
-      mv_load8(wt, row, v, w0);
-      mv_load8(wt, row, v + MV_LANES, w1);
+    // MV_UNROLL loads in flight per item before any arithmetic; the sum order per row stays fixed.
+    for (; v + (MV_UNROLL - 1) * MV_LANES < vecs; v += MV_UNROLL * MV_LANES) {
+      float w[MV_UNROLL][8];
+      #pragma unroll
+      for (int u = 0; u < MV_UNROLL; ++u)
+        mv_load8(wt, row, v + u * MV_LANES, w[u]);
       #pragma unroll
       for (int r = 0; r < MV_TILE; ++r) {
         if (r < m_count) {
           global const float* xr = xb + (long)r * k;
-          acc[r] += mv_dot8(w0, xr + 8 * v);
-          acc[r] += mv_dot8(w1, xr + 8 * (v + MV_LANES));
+          #pragma unroll
+          for (int u = 0; u < MV_UNROLL; ++u)
+            acc[r] += mv_dot8(w[u], xr + 8 * (v + u * MV_LANES));
         }
       }
     }
-    if (v < vecs) {
+    for (; v < vecs; v += MV_LANES) {
       float w0[8];
       mv_load8(wt, row, v, w0);
       #pragma unroll
@@ -211,14 +222,16 @@ kernel void matmul_vec(global float* out, ulong out_off, global const float* x, 
     }
   }
   #pragma unroll
-  for (int r = 0; r < MV_TILE; ++r)
-    red[rw][r][lane] = acc[r];
+  for (int r = 0; r < MV_TILE; ++r) {
+    if (r < m_count) red[rw][r][lane] = acc[r];
+  }
   barrier(CLK_LOCAL_MEM_FENCE);
   for (int stride = MV_LANES / 2; stride > 0; stride /= 2) {
     if (lane < stride) {
       #pragma unroll
-      for (int r = 0; r < MV_TILE; ++r)
-        red[rw][r][lane] += red[rw][r][lane + stride];
+      for (int r = 0; r < MV_TILE; ++r) {
+        if (r < m_count) red[rw][r][lane] += red[rw][r][lane + stride];
+      }
     }
     barrier(CLK_LOCAL_MEM_FENCE);
   }

@@ -34,7 +34,7 @@ kernel void softcap(global float* x, ulong x_off, float cap, long total) {
   }
 }
 
-#define ROW_LWS 64
+#define ROW_LWS 256
 
 // Sum of v over the work-group (ROW_LWS items), in `scratch`; every item gets the total.
 inline float group_sum(float v, local float* scratch) {
@@ -51,6 +51,8 @@ inline float group_sum(float v, local float* scratch) {
 }
 
 // One work-group per row. mode 0: out = rms_norm(x); mode 1: residual += x, x = rms_norm(residual).
+// Each item always touches the same elements of the row (i = lid, lid + ROW_LWS, ...; in float4
+// units when every row starts 16-byte aligned), so it re-reads only what it wrote itself.
 kernel void rms_norm(global float* out, ulong out_off, global float* x, ulong x_off, global float* residual,
                      ulong res_off, global const float* weight, ulong w_off, int hidden, float eps, float offset,
                      int mode) {
@@ -58,23 +60,44 @@ kernel void rms_norm(global float* out, ulong out_off, global float* x, ulong x_
   const long r = get_group_id(0);
   const int lid = get_local_id(0);
   global float* xr = PTR(float, x, x_off) + r * hidden;
-  global float* src = xr;
-  if (mode == 1) {
-    global float* rr = PTR(float, residual, res_off) + r * hidden;
-    for (int i = lid; i < hidden; i += ROW_LWS)
-      rr[i] += xr[i];
-    src = rr;
-    barrier(CLK_GLOBAL_MEM_FENCE);
-  }
+  global float* src = mode == 1 ? PTR(float, residual, res_off) + r * hidden : xr;
+  global float* o = mode == 1 ? xr : PTR(float, out, out_off) + r * hidden;
+  global const float* w = CPTR(float, weight, w_off);
+  const bool vec = hidden % 4 == 0 && ((x_off | res_off | w_off | out_off) & 15) == 0;
   float ss = 0.0f;
-  for (int i = lid; i < hidden; i += ROW_LWS)
-    ss += src[i] * src[i];
+  if (vec) {
+    const int h4 = hidden / 4;
+    for (int i = lid; i < h4; i += ROW_LWS) {
+      float4 v = ((global float4*)src)[i];
+      if (mode == 1) {
+        v += ((global float4*)xr)[i];
+        ((global float4*)src)[i] = v;
+      }
+      ss += v.x * v.x;
+      ss += v.y * v.y;
+      ss += v.z * v.z;
+      ss += v.w * v.w;
+    }
+  } else {
+    for (int i = lid; i < hidden; i += ROW_LWS) {
+      float v = src[i];
+      if (mode == 1) {
+        v += xr[i];
+        src[i] = v;
+      }
+      ss += v * v;
+    }
+  }
   const float mean_sq = group_sum(ss, scratch) / (float)hidden;
   const float inv = 1.0f / sqrt(mean_sq + eps);
-  global const float* w = CPTR(float, weight, w_off);
-  global float* o = mode == 1 ? xr : PTR(float, out, out_off) + r * hidden;
-  for (int i = lid; i < hidden; i += ROW_LWS)
-    o[i] = src[i] * inv * (w[i] + offset);
+  if (vec) {
+    const int h4 = hidden / 4;
+    for (int i = lid; i < h4; i += ROW_LWS)
+      ((global float4*)o)[i] = ((global float4*)src)[i] * inv * (((global const float4*)w)[i] + offset);
+  } else {
+    for (int i = lid; i < hidden; i += ROW_LWS)
+      o[i] = src[i] * inv * (w[i] + offset);
+  }
 }
 
 kernel void layer_norm(global float* out, ulong out_off, global const float* x, ulong x_off,

@@ -9,7 +9,7 @@ namespace pagoda::xpu {
 
 namespace {
 constexpr size_t kLinear = 256;  // work-group size of the one-dimensional pointwise kernels
-constexpr size_t kRowLws = 64;   // ROW_LWS in kernels/pointwise.cl
+constexpr size_t kRowLws = 256;  // ROW_LWS in kernels/pointwise.cl
 
 int act_code(ActivationKind act) {
   return static_cast<int>(act);  // ActivationKind's order is apply_act's

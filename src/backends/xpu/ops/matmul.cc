@@ -12,8 +12,7 @@ namespace {
 constexpr size_t kTile = 8;    // MM_TILE in kernels/matmul.cl
 constexpr size_t kLws = 64;    // MM_LWS
 constexpr size_t kSgLws = 16;  // matmul_sg16's subgroup
-// matmul_vec: MV_ROWS, MV_LANES, MV_TILE.
-constexpr size_t kVecRows = 4;
+// matmul_vec: MV_LANES, MV_TILE (its rows per work-group come from its reqd_work_group_size).
 constexpr size_t kVecLanes = 32;
 constexpr size_t kVecTile = 8;
 }  // namespace
@@ -34,8 +33,10 @@ void XpuOps::gemm(cl_mem out, uint64_t out_off, cl_mem x, uint64_t x_off, int64_
     }
     launch.i32(weight_code(wtype)).i32(m).i32(n).i32(k);
     const size_t tiles = (static_cast<size_t>(m) + kVecTile - 1) / kVecTile;
-    const size_t groups = (static_cast<size_t>(n) + kVecRows - 1) / kVecRows;
-    launch.run({tiles * kVecRows * kVecLanes, groups, 1}, {kVecRows * kVecLanes, 1, 1}, 2);
+    const size_t lws = rt_.required_work_group_size("matmul_vec");
+    const size_t rows = lws / kVecLanes;
+    const size_t groups = (static_cast<size_t>(n) + rows - 1) / rows;
+    launch.run({tiles * lws, groups, 1}, {lws, 1, 1}, 2);
     return;
   }
   const bool sg = rt_.subgroup_paths();
