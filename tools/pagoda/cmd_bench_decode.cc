@@ -78,9 +78,14 @@ uint64_t file_weight_bytes(const ModelFiles& f) {
 
 // The device's copy rate, the ceiling a weight-streaming step is measured against: `reps` copies
 // of `bytes` between two device buffers after one untimed copy, counting bytes read plus bytes
-// written (as STREAM and vendors' bandwidth tests do). 0 when `bytes` is 0.
-double copy_bandwidth(Backend& backend, uint64_t bytes, int reps) {
-  if (bytes == 0) return 0.0;
+// written (as STREAM and vendors' bandwidth tests do); and the host-to-device rate of the same
+// buffer (how fast weights load), `reps` writes from host memory.
+struct CopyRates {
+  double device = 0.0;
+  double host_to_device = 0.0;
+};
+CopyRates copy_bandwidth(Backend& backend, uint64_t bytes, int reps) {
+  if (bytes == 0) return {};
   const auto n = static_cast<int64_t>(bytes / 4);
   Tensor src = empty_on(backend.device(), Shape{n}, DType::kF32);
   Tensor dst = empty_on(backend.device(), Shape{n}, DType::kF32);
@@ -95,7 +100,15 @@ double copy_bandwidth(Backend& backend, uint64_t bytes, int reps) {
     backend.copy(i % 2 == 0 ? dst : src, i % 2 == 0 ? src : dst);
   backend.synchronize();
   const double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-  return 2.0 * static_cast<double>(n * 4) * reps / s;
+  CopyRates rates;
+  rates.device = 2.0 * static_cast<double>(n * 4) * reps / s;
+  const auto t1 = std::chrono::steady_clock::now();
+  for (int i = 0; i < reps; ++i)
+    backend.copy(src, host);
+  backend.synchronize();
+  const double w = std::chrono::duration<double>(std::chrono::steady_clock::now() - t1).count();
+  rates.host_to_device = static_cast<double>(n * 4) * reps / w;
+  return rates;
 }
 
 struct BatchResult {
@@ -206,9 +219,12 @@ int run_bench(const BenchArgs& a) {
     std::fprintf(stderr, "note: --profile: the %s backend does not time its kernels\n", device_name(o.device).c_str());
   }
   double copy_rate = 0.0;
+  double upload_rate = 0.0;
   if (a.copy_mib > 0) {
     std::fprintf(stderr, "copy ceiling: %lld MiB device-to-device copies ...\n", static_cast<long long>(a.copy_mib));
-    copy_rate = copy_bandwidth(backend, static_cast<uint64_t>(a.copy_mib) << 20, 10);
+    const CopyRates rates = copy_bandwidth(backend, static_cast<uint64_t>(a.copy_mib) << 20, 10);
+    copy_rate = rates.device;
+    upload_rate = rates.host_to_device;
     (void)backend.take_kernel_profile();
   }
 
@@ -230,7 +246,10 @@ int run_bench(const BenchArgs& a) {
     j["steps"] = a.steps;
     j["load_s"] = load_s;
     j["weight_bytes_per_step"] = wbytes;
-    if (copy_rate > 0) j["copy_gb_per_s"] = copy_rate / 1e9;
+    if (copy_rate > 0) {
+      j["copy_gb_per_s"] = copy_rate / 1e9;
+      j["host_to_device_gb_per_s"] = upload_rate / 1e9;
+    }
     nlohmann::ordered_json runs = nlohmann::ordered_json::array();
     for (const BatchResult& r : results) {
       const double median = r.sorted[r.sorted.size() / 2];
@@ -266,7 +285,10 @@ int run_bench(const BenchArgs& a) {
   fmt::print("device: {}  prompt {}  decode steps {} (+{} warm-up)  kv cache {}  load {:.2f} s\n", backend.name(),
              a.prompt_len, a.steps, a.warmup, a.kv_cache_dtype, load_s);
   fmt::print("weight bytes per step: {:.3f} GB", static_cast<double>(wbytes) / 1e9);
-  if (copy_rate > 0) fmt::print("  device copy rate: {:.1f} GB/s (read + write, {} MiB)", copy_rate / 1e9, a.copy_mib);
+  if (copy_rate > 0) {
+    fmt::print("  device copy rate: {:.1f} GB/s (read + write, {} MiB)  host to device: {:.1f} GB/s", copy_rate / 1e9,
+               a.copy_mib, upload_rate / 1e9);
+  }
   fmt::print("\n\n{:>6} {:>10} {:>11} {:>11} {:>11} {:>11} {:>11}{}\n", "batch", "prefill s", "median ms", "min ms",
              "max ms", "tokens/s", "weight GB/s", copy_rate > 0 ? "  of copy" : "");
   for (const BatchResult& r : results) {

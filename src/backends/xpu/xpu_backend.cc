@@ -80,11 +80,10 @@ void XpuBackend::copy(Tensor& dst, const Tensor& src) {
   const uint64_t n = src.nbytes();
   if (n == 0) return;
   if (dst_here) rt_.invalidate_host_copies();  // device contents change: checked indices may be stale
-  // Blocking transfers: the host side may be released as soon as this returns.
+  // The host side may be released as soon as this returns (large writes are staged, see
+  // XpuRuntime::write; reads are blocking).
   if (dst_here && src_host) {
-    check_cl(clEnqueueWriteBuffer(rt_.queue(), mem_of(dst), CL_TRUE, dst.byte_offset(), n, src.raw_data(), 0, nullptr,
-                                  nullptr),
-             "clEnqueueWriteBuffer");
+    rt_.write(mem_of(dst), dst.byte_offset(), src.raw_data(), n);
   } else if (src_here && dst_host) {
     check_cl(clEnqueueReadBuffer(rt_.queue(), mem_of(src), CL_TRUE, src.byte_offset(), n, dst.raw_data(), 0, nullptr,
                                  nullptr),

@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <sstream>
@@ -370,6 +371,58 @@ std::shared_ptr<Storage> XpuRuntime::allocate(uint64_t nbytes) {
   }
   pool_->add_live(size);
   return std::make_shared<XpuStorage>(std::move(mem), nbytes, size, device_, pool_, next_serial_.fetch_add(1));
+}
+
+void XpuRuntime::write(cl_mem dst, uint64_t offset, const void* src, uint64_t n) {
+  if (n == 0) return;
+  std::lock_guard lock(staging_mutex_);
+  if (!staging_tried_ && n >= kStagedWriteMin) {
+    staging_tried_ = true;
+    const char* env = std::getenv("PAGODA_XPU_STAGING");
+    if (env == nullptr || std::string(env) != "0") {
+      // Pinned host memory where the device offers it; any failure leaves plain writes in place.
+      std::vector<Staging> staging(2);
+      bool ok = true;
+      for (Staging& st : staging) {
+        cl_int rc = CL_SUCCESS;
+        st.buffer = ClMem(
+            clCreateBuffer(context_.get(), CL_MEM_READ_WRITE | CL_MEM_ALLOC_HOST_PTR, kStagingChunk, nullptr, &rc));
+        if (rc != CL_SUCCESS) {
+          ok = false;
+          break;
+        }
+        st.host = clEnqueueMapBuffer(queue_.get(), st.buffer.get(), CL_TRUE, CL_MAP_WRITE, 0, kStagingChunk, 0, nullptr,
+                                     nullptr, &rc);
+        if (rc != CL_SUCCESS || st.host == nullptr) {
+          ok = false;
+          break;
+        }
+      }
+      if (ok) staging_ = std::move(staging);
+    }
+  }
+  if (n < kStagedWriteMin || staging_.empty()) {
+    check_cl(clEnqueueWriteBuffer(queue_.get(), dst, CL_TRUE, offset, n, src, 0, nullptr, nullptr),
+             "clEnqueueWriteBuffer");
+    return;
+  }
+  const auto* bytes = static_cast<const uint8_t*>(src);
+  size_t turn = 0;
+  for (uint64_t done = 0; done < n; done += kStagingChunk, turn ^= 1) {
+    Staging& st = staging_[turn];
+    if (st.last_write) {
+      cl_event e = st.last_write.get();
+      check_cl(clWaitForEvents(1, &e), "clWaitForEvents");
+      st.last_write.reset();
+    }
+    const uint64_t len = std::min(kStagingChunk, n - done);
+    std::memcpy(st.host, bytes + done, len);
+    cl_event e = nullptr;
+    check_cl(clEnqueueWriteBuffer(queue_.get(), dst, CL_FALSE, offset + done, len, st.host, 0, nullptr, &e),
+             "clEnqueueWriteBuffer");
+    st.last_write = ClEvent(e);
+  }
+  // `src` is fully copied into the staging buffers: the caller may free it now.
 }
 
 std::vector<uint8_t> XpuRuntime::host_copy(const Tensor& t) {

@@ -104,6 +104,15 @@ class XpuRuntime {
   void record(const char* kernel_name, std::string shape, cl_event event);
   [[nodiscard]] std::vector<KernelTiming> profile();
 
+  // Writes n host bytes at `src` to `dst` at byte `offset`. Returns once `src` may be reused; the
+  // write itself is ordered before every later command of the queue. Large writes (at least
+  // kStagedWriteMin bytes) are copied through two pinned staging buffers in turn, so the DMA of one
+  // chunk overlaps the host's copy of the next and runs at the pinned-memory rate; smaller ones are
+  // plain blocking writes. PAGODA_XPU_STAGING=0 turns staging off.
+  static constexpr uint64_t kStagedWriteMin = uint64_t{1} << 20;
+  static constexpr uint64_t kStagingChunk = uint64_t{8} << 20;
+  void write(cl_mem dst, uint64_t offset, const void* src, uint64_t n);
+
   // The bytes of a small device tensor on the host (a blocking read). Request indices are read
   // this way to be checked before a kernel uses them; the layers of one step share the same index
   // tensors, so a copy is kept until something may have rewritten device integers: a copy() into
@@ -149,6 +158,14 @@ class XpuRuntime {
     uint64_t serial, offset, nbytes;
     auto operator<=>(const HostCopyKey&) const = default;  // NOLINT(modernize-use-nullptr): a false positive on <=>
   };
+  struct Staging {
+    ClMem buffer;
+    void* host = nullptr;  // mapped for the runtime's lifetime
+    ClEvent last_write;    // the write still reading `host`, if any
+  };
+  std::mutex staging_mutex_;
+  std::vector<Staging> staging_;  // empty until the first large write; stays empty if unavailable
+  bool staging_tried_ = false;
   std::mutex host_copies_mutex_;
   std::map<HostCopyKey, std::vector<uint8_t>> host_copies_;
 };
