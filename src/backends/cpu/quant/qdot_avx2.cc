@@ -226,8 +226,20 @@ PAGODA_AVX2 inline void store8(const __m256 acc[R], float* out, int64_t ldo, int
   }
 }
 
+// The 32-bit word at byte `off` of each of the eight rows.
+PAGODA_AVX2 inline __m256i words8(const uint8_t* const p[8], uint64_t off) {
+  return _mm256_setr_epi32(static_cast<int>(L::read_u32(p[0] + off)), static_cast<int>(L::read_u32(p[1] + off)),
+                           static_cast<int>(L::read_u32(p[2] + off)), static_cast<int>(L::read_u32(p[3] + off)),
+                           static_cast<int>(L::read_u32(p[4] + off)), static_cast<int>(L::read_u32(p[5] + off)),
+                           static_cast<int>(L::read_u32(p[6] + off)), static_cast<int>(L::read_u32(p[7] + off)));
+}
+
 // Legacy 32-element blocks with unsigned 4-bit quants: Q4_1 (q * d + m) and Q4_0 ((q - 8) * d,
-// the offset subtracted exactly as 8 * sum(x)).
+// the offset subtracted exactly as 8 * sum(x)). A block's 16 bytes of nibbles hold elements 0-15
+// (low) and 16-31 (high); rows i and i + 4 share one vector (row i in the low 128 bits), so one
+// shift and two masks unpack two rows, and the products with the activation's two halves (each
+// repeated in both 128-bit lanes) add up in int16 (at most 2 * 2 * 15 * 127). The pairing makes the
+// reduction's lanes come out in row order.
 template <int R, bool kQ4_1>
 PAGODA_AVX2 void tile_q4(const uint8_t* w, uint64_t row_bytes, int valid, const ActBlock* x, int64_t stride, int64_t nb,
                          float* out, int64_t ldo) {
@@ -235,25 +247,47 @@ PAGODA_AVX2 void tile_q4(const uint8_t* w, uint64_t row_bytes, int valid, const 
   rows8(w, row_bytes, valid, p);
   constexpr int kBytes = kQ4_1 ? L::q4_1::kBytes : L::q4_0::kBytes;
   constexpr int kQs = kQ4_1 ? L::q4_1::kQs : L::q4_0::kQs;
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
+  // (d, m) pairs of eight rows -> d0..d3 m0..m3 | d4..d7 m4..m7 within the 128-bit lanes
+  const __m256i split =
+      _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
   __m256 acc[R];
   for (int r = 0; r < R; ++r)
     acc[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint64_t off = static_cast<uint64_t>(b) * kBytes;
     prefetch_next(w, row_bytes, 8 * off, 8 * kBytes);
-    __m256i q[8];
-    for (int i = 0; i < 8; ++i)
-      q[i] = unpack_nibbles16(p[i] + off + kQs);
-    const __m256 dw = halves8(p, off);  // d is at offset 0 in both layouts
+    __m256i lo[4];
+    __m256i hi[4];
+    for (int i = 0; i < 4; ++i) {
+      const __m256i v = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + off + kQs))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i + 4] + off + kQs)), 1);
+      lo[i] = _mm256_and_si256(v, low4);
+      hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    }
+    __m256 dw;
     __m256 mw = _mm256_setzero_ps();
-    if constexpr (kQ4_1) mw = halves8(p, off + L::q4_1::kM);
+    if constexpr (kQ4_1) {
+      // d0..d3 d4..d7 | m0..m3 m4..m7
+      const __m256i dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(words8(p, off), split), 0xd8);
+      dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+      mw = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
+    } else {
+      dw = halves8(p, off + L::q4_0::kD);
+    }
     for (int r = 0; r < R; ++r) {
       const ActBlock& a = x[r * stride + b];
       const __m256i xv = load32(a.q);
-      __m256i m[8];
-      for (int i = 0; i < 8; ++i)
-        m[i] = _mm256_maddubs_epi16(q[i], xv);
-      __m256i s = reduce8_small(m);
+      const __m256i x0 = _mm256_permute2x128_si256(xv, xv, 0x00);  // elements 0-15, twice
+      const __m256i x1 = _mm256_permute2x128_si256(xv, xv, 0x11);  // elements 16-31, twice
+      __m256i s4[4];
+      for (int i = 0; i < 4; ++i)
+        s4[i] = _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], x0), _mm256_maddubs_epi16(hi[i], x1));
+      // [r0 x4, r1 x4 | r4 x4, r5 x4] and [r2, r3 | r6, r7] -> [r0..r3 x2 | r4..r7 x2] -> int32
+      const __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(s4[0], s4[1]), _mm256_hadd_epi16(s4[2], s4[3]));
+      __m256i s = _mm256_madd_epi16(h, ones);
       if constexpr (!kQ4_1) s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.qsum));
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
       if constexpr (kQ4_1) acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.dsum), acc[r]);
