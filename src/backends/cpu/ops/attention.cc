@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/ops/attention_avx2.h"
 #include "backends/cpu/quant/dequantize.h"
 #include "backends/cpu/vec.h"
 #include "core/error.h"
@@ -75,6 +76,7 @@ void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head,
   const auto lowest_key = [&](int64_t pos) { return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0; };
   const int64_t last_pos = first_pos + count - 1;
   const float cap = params.logit_softcap;
+  static const bool fast = attn::available();  // AVX2 inner loops (attention_avx2.h)
   for (int64_t b = lowest_key(first_pos) / bs; b <= last_pos / bs; ++b) {
     const int64_t start = b * bs;
     const int64_t rows = std::min(bs, last_pos + 1 - start);
@@ -89,8 +91,10 @@ void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head,
       if (lo > hi) continue;
       const float* qi = q + i * q_stride;
       float block_max = -std::numeric_limits<float>::infinity();
+      if (fast) attn::scores(qi, keys + (lo - start) * hs, hi - lo + 1, hs, params.scale, s.scores.data());
       for (int64_t j = lo; j <= hi; ++j) {
-        float score = params.scale * vec::dot(qi, keys + (j - start) * hs, hs);
+        float score = fast ? s.scores[static_cast<size_t>(j - lo)]
+                           : params.scale * vec::dot(qi, keys + (j - start) * hs, hs);
         if (cap > 0.0f) score = cap * std::tanh(score / cap);
         score += alibi_slope * static_cast<float>(j - pos);
         s.scores[static_cast<size_t>(j - lo)] = score;
@@ -105,6 +109,11 @@ void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head,
         s.sum[static_cast<size_t>(i)] *= rescale;
         vec::scale(acc, rescale, hs);
         s.max[static_cast<size_t>(i)] = new_max;
+      }
+      if (fast) {
+        s.sum[static_cast<size_t>(i)] += attn::exp_sum(s.scores.data(), hi - lo + 1, new_max);
+        attn::accumulate(s.scores.data(), values + (lo - start) * hs, hi - lo + 1, hs, acc);
+        continue;
       }
       float sum = 0.0f;
       for (int64_t j = lo; j <= hi; ++j) {
