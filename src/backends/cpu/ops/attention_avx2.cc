@@ -1,5 +1,6 @@
 #include "backends/cpu/ops/attention_avx2.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
 
@@ -15,26 +16,30 @@ bool available() {
   return vec::uses_avx2();
 }
 
+// Four keys at a time (a last partial group repeats its last key and drops the extra lanes), one
+// accumulator per key over the head dimension in steps of eight, reduced together: every score
+// goes through the same instructions whatever its lane, so it depends only on q and its key.
 PAGODA_EXP_AVX2 void scores(const float* q, const float* keys, int64_t n, int64_t hs, float scale, float* out) {
-  for (int64_t j = 0; j < n; ++j) {
-    const float* k = keys + j * hs;
-    __m256 a0 = _mm256_setzero_ps();
-    __m256 a1 = _mm256_setzero_ps();
-    int64_t d = 0;
-    for (; d + 16 <= hs; d += 16) {
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), a0);
-      a1 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), _mm256_loadu_ps(k + d + 8), a1);
+  const int64_t hs8 = hs - hs % 8;
+  for (int64_t j = 0; j < n; j += 4) {
+    const float* k[4];
+    for (int t = 0; t < 4; ++t)
+      k[t] = keys + std::min<int64_t>(j + t, n - 1) * hs;
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+    for (int64_t d = 0; d < hs8; d += 8) {
+      const __m256 qv = _mm256_loadu_ps(q + d);
+      for (int t = 0; t < 4; ++t)
+        a[t] = _mm256_fmadd_ps(qv, _mm256_loadu_ps(k[t] + d), a[t]);
     }
-    for (; d + 8 <= hs; d += 8)
-      a0 = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), _mm256_loadu_ps(k + d), a0);
-    const __m256 a = _mm256_add_ps(a0, a1);
-    __m128 s = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-    s = _mm_add_ss(s, _mm_movehdup_ps(s));
-    float sum = _mm_cvtss_f32(s);
-    for (; d < hs; ++d)
-      sum = std::fma(q[d], k[d], sum);
-    out[j] = scale * sum;
+    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
+    alignas(16) float sums[4];
+    _mm_store_ps(sums, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
+    for (int t = 0; t < 4 && j + t < n; ++t) {
+      float sum = sums[t];
+      for (int64_t d = hs8; d < hs; ++d)
+        sum = std::fma(q[d], k[t][d], sum);
+      out[j + t] = scale * sum;
+    }
   }
 }
 
