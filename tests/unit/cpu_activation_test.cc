@@ -19,8 +19,8 @@ namespace {
 TEST(CpuActivation, VectorGatedActivationsMatchTheScalarOnes) {
   std::mt19937 rng(11);
   std::uniform_real_distribution<float> wide(-12.0f, 12.0f);
-  const float specials[] = {0.0f, -0.0f, 1e-8f, -1e-8f, 1e-3f, -1e-3f, 0.5f, -0.5f, 3.0f, -3.0f, 20.0f, -20.0f,
-                            87.0f, -87.0f, 100.0f, -100.0f, 1e30f, -1e30f};
+  const float specials[] = {0.0f,  -0.0f, 1e-8f,  -1e-8f, 1e-3f,  -1e-3f, 0.5f,    -0.5f, 3.0f,
+                            -3.0f, 20.0f, -20.0f, 87.0f,  -87.0f, 100.0f, -100.0f, 1e30f, -1e30f};
   for (const int64_t d : {int64_t{1}, int64_t{7}, int64_t{8}, int64_t{13}, int64_t{64}}) {
     const int64_t rows = 3;
     std::vector<float> x(static_cast<size_t>(rows * 2 * d));

@@ -98,8 +98,8 @@ void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head,
       float block_max = -std::numeric_limits<float>::infinity();
       if (fast) attn::scores(qi, keys + (lo - start) * hs, hi - lo + 1, hs, params.scale, s.scores.data());
       for (int64_t j = lo; j <= hi; ++j) {
-        float score = fast ? s.scores[static_cast<size_t>(j - lo)]
-                           : params.scale * vec::dot(qi, keys + (j - start) * hs, hs);
+        float score =
+            fast ? s.scores[static_cast<size_t>(j - lo)] : params.scale * vec::dot(qi, keys + (j - start) * hs, hs);
         if (cap > 0.0f) score = cap * std::tanh(score / cap);
         score += alibi_slope * static_cast<float>(j - pos);
         s.scores[static_cast<size_t>(j - lo)] = score;
@@ -193,7 +193,8 @@ void CpuOps::paged_attention(Tensor& out, const Tensor& query, const Tensor& key
   const int64_t max_blocks = block_tables.dim(1);
   // The query heads of a kv head go together (reading each key and value tile once for all of
   // them) when that still leaves a couple of tasks per thread; otherwise one task per head.
-  const int64_t heads = group > 1 && num_seqs * num_kv_heads >= 2 * static_cast<int64_t>(pool_.num_threads()) ? group : 1;
+  const int64_t heads =
+      group > 1 && num_seqs * num_kv_heads >= 2 * static_cast<int64_t>(pool_.num_threads()) ? group : 1;
   const int64_t units = num_heads / heads;
   pool_.parallel_for(num_seqs * units, 1, [&](int64_t begin, int64_t end) {
     Scratch scratch;

@@ -156,10 +156,11 @@ PAGODA_AVX2 inline void rows8(const uint8_t* w, uint64_t row_bytes, int valid, c
 
 // The f16 at byte `off` of each of the eight rows, as floats.
 PAGODA_AVX2 inline __m256 halves8(const uint8_t* const p[8], uint64_t off) {
-  const __m128i h = _mm_setr_epi16(static_cast<int16_t>(L::read_u16(p[0] + off)), static_cast<int16_t>(L::read_u16(p[1] + off)),
-                                   static_cast<int16_t>(L::read_u16(p[2] + off)), static_cast<int16_t>(L::read_u16(p[3] + off)),
-                                   static_cast<int16_t>(L::read_u16(p[4] + off)), static_cast<int16_t>(L::read_u16(p[5] + off)),
-                                   static_cast<int16_t>(L::read_u16(p[6] + off)), static_cast<int16_t>(L::read_u16(p[7] + off)));
+  const __m128i h =
+      _mm_setr_epi16(static_cast<int16_t>(L::read_u16(p[0] + off)), static_cast<int16_t>(L::read_u16(p[1] + off)),
+                     static_cast<int16_t>(L::read_u16(p[2] + off)), static_cast<int16_t>(L::read_u16(p[3] + off)),
+                     static_cast<int16_t>(L::read_u16(p[4] + off)), static_cast<int16_t>(L::read_u16(p[5] + off)),
+                     static_cast<int16_t>(L::read_u16(p[6] + off)), static_cast<int16_t>(L::read_u16(p[7] + off)));
   return _mm256_cvtph_ps(h);
 }
 
@@ -250,8 +251,8 @@ PAGODA_AVX2 void tile_q4(const uint8_t* w, uint64_t row_bytes, int valid, const 
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   const __m256i ones = _mm256_set1_epi16(1);
   // (d, m) pairs of eight rows -> d0..d3 m0..m3 | d4..d7 m4..m7 within the 128-bit lanes
-  const __m256i split =
-      _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15);
+  const __m256i split = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13,
+                                         2, 3, 6, 7, 10, 11, 14, 15);
   __m256 acc[R];
   for (int r = 0; r < R; ++r)
     acc[r] = _mm256_setzero_ps();
@@ -504,7 +505,8 @@ void dot_rows_avx2(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, con
       tiles[3] = tile_q4<4, false>;
       break;
     case DType::kQ4_1:
-      tiles[0] = tile_q4<1, true>, tiles[1] = tile_q4<2, true>, tiles[2] = tile_q4<3, true>, tiles[3] = tile_q4<4, true>;
+      tiles[0] = tile_q4<1, true>, tiles[1] = tile_q4<2, true>, tiles[2] = tile_q4<3, true>,
+      tiles[3] = tile_q4<4, true>;
       break;
     case DType::kQ5_0:
       tiles[0] = tile_q5_0<1>, tiles[1] = tile_q5_0<2>, tiles[2] = tile_q5_0<3>, tiles[3] = tile_q5_0<4>;
