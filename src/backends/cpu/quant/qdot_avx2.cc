@@ -297,32 +297,55 @@ PAGODA_AVX2 void tile_q4(const uint8_t* w, uint64_t row_bytes, int valid, const 
   store8<R>(acc, out, ldo, valid);
 }
 
-// Q5_0: (q - 16) * d with q's fifth bit from qh; unsigned 5-bit quants, offset 16 * sum(x).
+// Q5_0: (q - 16) * d with q's fifth bit from qh; unsigned 5-bit quants, offset 16 * sum(x). Rows
+// i and i + 4 share a vector as in tile_q4; the pair sums of the two halves add up in int16 (at
+// most 2 * 2 * 31 * 127), one more int16 step, then int32.
 template <int R>
 PAGODA_AVX2 void tile_q5_0(const uint8_t* w, uint64_t row_bytes, int valid, const ActBlock* x, int64_t stride,
                            int64_t nb, float* out, int64_t ldo) {
   const uint8_t* p[8];
   rows8(w, row_bytes, valid, p);
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i bit4 = _mm256_set1_epi8(0x10);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i select = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+  // qh bytes 0-1 (elements 0-15) and 2-3 (elements 16-31), each spread over eight bytes
+  const __m256i spread_lo =
+      _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m256i spread_hi =
+      _mm256_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
   __m256 acc[R];
   for (int r = 0; r < R; ++r)
     acc[r] = _mm256_setzero_ps();
-  const __m256i bit4 = _mm256_set1_epi8(0x10);
   for (int64_t b = 0; b < nb; ++b) {
     const uint64_t off = static_cast<uint64_t>(b) * L::q5_0::kBytes;
     prefetch_next(w, row_bytes, 8 * off, 8 * L::q5_0::kBytes);
-    __m256i q[8];
-    for (int i = 0; i < 8; ++i) {
-      const __m256i high = _mm256_and_si256(bits_to_bytes(L::read_u32(p[i] + off + L::q5_0::kQh)), bit4);
-      q[i] = _mm256_or_si256(unpack_nibbles16(p[i] + off + L::q5_0::kQs), high);
+    __m256i lo[4];
+    __m256i hi[4];
+    for (int i = 0; i < 4; ++i) {
+      const __m256i v = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + off + L::q5_0::kQs))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i + 4] + off + L::q5_0::kQs)), 1);
+      const __m256i qh = _mm256_set_m128i(_mm_set1_epi32(static_cast<int>(L::read_u32(p[i + 4] + off + L::q5_0::kQh))),
+                                          _mm_set1_epi32(static_cast<int>(L::read_u32(p[i] + off + L::q5_0::kQh))));
+      const __m256i h_lo = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, spread_lo), select), select);
+      const __m256i h_hi = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, spread_hi), select), select);
+      lo[i] = _mm256_or_si256(_mm256_and_si256(v, low4), _mm256_and_si256(h_lo, bit4));
+      hi[i] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), _mm256_and_si256(h_hi, bit4));
     }
     const __m256 dw = halves8(p, off + L::q5_0::kD);
     for (int r = 0; r < R; ++r) {
       const ActBlock& a = x[r * stride + b];
       const __m256i xv = load32(a.q);
-      __m256i m[8];
-      for (int i = 0; i < 8; ++i)
-        m[i] = _mm256_maddubs_epi16(q[i], xv);
-      const __m256i s = _mm256_sub_epi32(reduce8_mid(m), _mm256_set1_epi32(16 * a.qsum));
+      const __m256i x0 = _mm256_permute2x128_si256(xv, xv, 0x00);
+      const __m256i x1 = _mm256_permute2x128_si256(xv, xv, 0x11);
+      __m256i s2[4];
+      for (int i = 0; i < 4; ++i)
+        s2[i] = _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], x0), _mm256_maddubs_epi16(hi[i], x1));
+      // [r0 x4, r1 x4 | r4 x4, r5 x4] -> int32 [r0 x2, r1 x2 | r4 x2, r5 x2]; with rows 2, 3, 6, 7
+      const __m256i m01 = _mm256_madd_epi16(_mm256_hadd_epi16(s2[0], s2[1]), ones);
+      const __m256i m23 = _mm256_madd_epi16(_mm256_hadd_epi16(s2[2], s2[3]), ones);
+      const __m256i s = _mm256_sub_epi32(_mm256_hadd_epi32(m01, m23), _mm256_set1_epi32(16 * a.qsum));
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
     }
   }
