@@ -192,9 +192,9 @@ void CpuOps::paged_attention(Tensor& out, const Tensor& query, const Tensor& key
   const int32_t* tables = block_tables.data<int32_t>();
   const int64_t max_blocks = block_tables.dim(1);
   // The query heads of a kv head go together (reading each key and value tile once for all of
-  // them) when that still leaves a couple of tasks per thread; otherwise one task per head.
-  const int64_t heads =
-      group > 1 && num_seqs * num_kv_heads >= 2 * static_cast<int64_t>(pool_.num_threads()) ? group : 1;
+  // them) when that still leaves a task per thread; otherwise one task per head. Either way each
+  // query gets the same bits (see attend), so the choice may depend on the batch.
+  const int64_t heads = group > 1 && num_seqs * num_kv_heads >= static_cast<int64_t>(pool_.num_threads()) ? group : 1;
   const int64_t units = num_heads / heads;
   pool_.parallel_for(num_seqs * units, 1, [&](int64_t begin, int64_t end) {
     Scratch scratch;
