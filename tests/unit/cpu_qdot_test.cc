@@ -112,6 +112,7 @@ TEST(CpuQdot, QuantizeRowBoundsAndMatchesScalar) {
       }
       EXPECT_EQ(a.d, amax / 127.0f);
       EXPECT_EQ(a.dsum, a.d * static_cast<float>(sum));
+      EXPECT_EQ(a.qsum, sum);
       for (int i = 0; i < 32; ++i) {
         const double err =
             std::abs(static_cast<double>(x[b * 32 + static_cast<size_t>(i)]) - static_cast<double>(a.d) * a.q[i]);
@@ -174,6 +175,51 @@ TEST(CpuQdot, EveryTypeMatchesTheFloatReference) {
             EXPECT_NEAR(v, on_quantized, tight) << what << " row " << r << " col " << j;
             EXPECT_LE(std::abs(v - on_float), bound * (1.0 + 1e-4) + tight) << what << " row " << r << " col " << j;
           }
+        }
+      }
+    }
+  }
+}
+
+// Weights and activations at the ends of their ranges (every quant at its largest or smallest
+// value, every activation at +-127): the kernels' int16 partial sums are closest to overflowing
+// here. The fast kernels must agree with the scalar reference, in 1..4-row and 1..8-row groups.
+TEST(CpuQdot, ExtremeQuantsMatchTheScalarKernel) {
+  for (DType t : kIntTypes) {
+    const int64_t k = dtype_block_size(t) == 256 ? 512 : 128;
+    const uint64_t row_bytes = *dtype_row_bytes(t, k);
+    const int64_t n = 11, m = 5;
+    for (const uint8_t fill : {uint8_t{0xff}, uint8_t{0x80}, uint8_t{0x00}}) {
+      std::vector<uint8_t> w(static_cast<size_t>(n) * row_bytes, fill);
+      // Scales (and minima) of 1.0 where the type has f16 fields; Q6_K's int8 scales stay `fill`.
+      const int64_t block_bytes = dtype_block_bytes(t);
+      for (size_t at = 0; at < w.size(); at += static_cast<size_t>(block_bytes)) {
+        std::vector<int> halves;
+        switch (t) {
+          case DType::kQ4_1: halves = {0, 2}; break;
+          case DType::kQ4_K: halves = {0, 2}; break;
+          case DType::kQ6_K: halves = {208}; break;
+          default: halves = {0}; break;
+        }
+        for (int h : halves) {
+          w[at + static_cast<size_t>(h)] = 0x00;
+          w[at + static_cast<size_t>(h) + 1] = 0x3c;
+        }
+      }
+      for (const float sign : {1.0f, -1.0f}) {
+        std::vector<float> x(static_cast<size_t>(m * k), sign);
+        const int64_t nb = k / 32;
+        std::vector<qdot::ActBlock> xq(static_cast<size_t>(m * nb));
+        for (int64_t r = 0; r < m; ++r)
+          qdot::quantize_row(x.data() + r * k, xq.data() + r * nb, k);
+        ASSERT_EQ(xq[0].q[0], sign > 0 ? 127 : -127);
+        std::vector<float> fast(static_cast<size_t>(m * n));
+        std::vector<float> scalar(fast.size());
+        qdot::dot_rows(t, w.data(), row_bytes, n, xq.data(), nb, m, fast.data(), n);
+        qdot::dot_rows_scalar(t, w.data(), row_bytes, n, xq.data(), nb, m, scalar.data(), n);
+        for (size_t i = 0; i < fast.size(); ++i) {
+          EXPECT_NEAR(fast[i], scalar[i], 1e-5 * std::abs(scalar[i]) + 1e-6)
+              << dtype_name(t) << " fill " << int{fill} << " sign " << sign << " output " << i;
         }
       }
     }

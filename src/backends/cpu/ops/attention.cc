@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/ops/attention_avx2.h"
 #include "backends/cpu/quant/dequantize.h"
 #include "backends/cpu/vec.h"
 #include "core/error.h"
@@ -59,22 +60,27 @@ struct Scratch {
   }
 };
 
-// Attends `count` queries of one head of one sequence, at positions first_pos .. first_pos +
-// count - 1 (each below the sequence's cached length), to their causal (and windowed) keys.
-// Query i is at q + i * q_stride, its output row at out + i * out_stride.
+// Attends `count` positions first_pos .. first_pos + count - 1 (each below the sequence's cached
+// length) of `heads` query heads that share kv head `kv_head`, to their causal (and windowed)
+// keys. Position p's query of head g is at q + p * q_stride + g * head_stride, its output row at
+// out + p * out_stride + g * head_stride; `slopes` (or null) holds the heads' ALiBi slopes. Each
+// query's arithmetic is the same whatever the other queries of the call: grouping only lets them
+// share the key and value tiles while those are in L1.
 void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head, const float* q, int64_t q_stride,
-            float* out, int64_t out_stride, int64_t count, int64_t first_pos, float alibi_slope,
-            const AttentionParams& params, Scratch& s) {
+            float* out, int64_t out_stride, int64_t count, int64_t first_pos, int64_t heads, int64_t head_stride,
+            const float* slopes, const AttentionParams& params, Scratch& s) {
   const int64_t hs = cache.head_size;
   const int64_t bs = cache.block_size;
-  s.reserve(count, bs, hs);
-  std::fill_n(s.max.begin(), count, -std::numeric_limits<float>::infinity());
-  std::fill_n(s.sum.begin(), count, 0.0f);
-  std::fill_n(s.acc.begin(), count * hs, 0.0f);
+  const int64_t queries = count * heads;
+  s.reserve(queries, bs, hs);
+  std::fill_n(s.max.begin(), queries, -std::numeric_limits<float>::infinity());
+  std::fill_n(s.sum.begin(), queries, 0.0f);
+  std::fill_n(s.acc.begin(), queries * hs, 0.0f);
   const int64_t window = params.sliding_window;
   const auto lowest_key = [&](int64_t pos) { return window > 0 ? std::max<int64_t>(0, pos - window + 1) : 0; };
   const int64_t last_pos = first_pos + count - 1;
   const float cap = params.logit_softcap;
+  static const bool fast = attn::available();  // AVX2 inner loops (attention_avx2.h)
   for (int64_t b = lowest_key(first_pos) / bs; b <= last_pos / bs; ++b) {
     const int64_t start = b * bs;
     const int64_t rows = std::min(bs, last_pos + 1 - start);
@@ -82,15 +88,18 @@ void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head,
     const uint64_t at = cache.tile_offset(block, kv_head);
     const float* keys = load_tile(cache, cache.keys + at, rows, s.keys.data());
     const float* values = load_tile(cache, cache.values + at, rows, s.values.data());
-    for (int64_t i = 0; i < count; ++i) {
-      const int64_t pos = first_pos + i;
+    for (int64_t i = 0; i < queries; ++i) {
+      const int64_t pos = first_pos + i / heads;
       const int64_t lo = std::max(lowest_key(pos), start);
       const int64_t hi = std::min(pos, start + rows - 1);
       if (lo > hi) continue;
-      const float* qi = q + i * q_stride;
+      const float* qi = q + (i / heads) * q_stride + (i % heads) * head_stride;
+      const float alibi_slope = slopes != nullptr ? slopes[i % heads] : 0.0f;
       float block_max = -std::numeric_limits<float>::infinity();
+      if (fast) attn::scores(qi, keys + (lo - start) * hs, hi - lo + 1, hs, params.scale, s.scores.data());
       for (int64_t j = lo; j <= hi; ++j) {
-        float score = params.scale * vec::dot(qi, keys + (j - start) * hs, hs);
+        float score =
+            fast ? s.scores[static_cast<size_t>(j - lo)] : params.scale * vec::dot(qi, keys + (j - start) * hs, hs);
         if (cap > 0.0f) score = cap * std::tanh(score / cap);
         score += alibi_slope * static_cast<float>(j - pos);
         s.scores[static_cast<size_t>(j - lo)] = score;
@@ -106,6 +115,11 @@ void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head,
         vec::scale(acc, rescale, hs);
         s.max[static_cast<size_t>(i)] = new_max;
       }
+      if (fast) {
+        s.sum[static_cast<size_t>(i)] += attn::exp_sum(s.scores.data(), hi - lo + 1, new_max);
+        attn::accumulate(s.scores.data(), values + (lo - start) * hs, hi - lo + 1, hs, acc);
+        continue;
+      }
       float sum = 0.0f;
       for (int64_t j = lo; j <= hi; ++j) {
         const float p = std::exp(s.scores[static_cast<size_t>(j - lo)] - new_max);
@@ -115,11 +129,11 @@ void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head,
       s.sum[static_cast<size_t>(i)] += sum;
     }
   }
-  for (int64_t i = 0; i < count; ++i) {
+  for (int64_t i = 0; i < queries; ++i) {
     const float total = s.sum[static_cast<size_t>(i)];
     const float inv = total > 0.0f ? 1.0f / total : 0.0f;
     const float* acc = s.acc.data() + i * hs;
-    float* o = out + i * out_stride;
+    float* o = out + (i / heads) * out_stride + (i % heads) * head_stride;
     for (int64_t d = 0; d < hs; ++d)
       o[d] = acc[d] * inv;
   }
@@ -177,18 +191,23 @@ void CpuOps::paged_attention(Tensor& out, const Tensor& query, const Tensor& key
   float* po = out.data<float>();
   const int32_t* tables = block_tables.data<int32_t>();
   const int64_t max_blocks = block_tables.dim(1);
-  pool_.parallel_for(num_seqs * num_heads, 1, [&](int64_t begin, int64_t end) {
+  // The query heads of a kv head go together (reading each key and value tile once for all of
+  // them) when that still leaves a task per thread; otherwise one task per head. Either way each
+  // query gets the same bits (see attend), so the choice may depend on the batch.
+  const int64_t heads = group > 1 && num_seqs * num_kv_heads >= static_cast<int64_t>(pool_.num_threads()) ? group : 1;
+  const int64_t units = num_heads / heads;
+  pool_.parallel_for(num_seqs * units, 1, [&](int64_t begin, int64_t end) {
     Scratch scratch;
     for (int64_t task = begin; task < end; ++task) {
-      const int64_t s = task / num_heads;
-      const int64_t h = task % num_heads;
+      const int64_t s = task / units;
+      const int64_t h = (task % units) * heads;  // the first query head of the task
       const int64_t row = (s * num_heads + h) * hs;
       if (lens[s] == 0) {
-        std::fill_n(po + row, hs, 0.0f);
+        std::fill_n(po + row, heads * hs, 0.0f);
         continue;
       }
-      attend(cache, tables + s * max_blocks, h / group, pq + row, hs, po + row, hs, 1, lens[s] - 1,
-             slopes != nullptr ? slopes[h] : 0.0f, params, scratch);
+      attend(cache, tables + s * max_blocks, h / group, pq + row, hs, po + row, hs, 1, lens[s] - 1, heads, hs,
+             slopes != nullptr ? slopes + h : nullptr, params, scratch);
     }
   });
 }
@@ -244,7 +263,7 @@ void CpuOps::prefill_attention(Tensor& out, const Tensor& query, const Tensor& k
       const int64_t first_pos = lens[tile.seq] - qlen + tile.first;
       const int64_t offset = token * row_stride + h * hs;
       attend(cache, tables + tile.seq * max_blocks, h / group, pq + offset, row_stride, po + offset, row_stride,
-             tile.count, first_pos, slopes != nullptr ? slopes[h] : 0.0f, params, scratch);
+             tile.count, first_pos, 1, hs, slopes != nullptr ? slopes + h : nullptr, params, scratch);
     }
   });
 }

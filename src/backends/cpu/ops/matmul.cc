@@ -57,9 +57,10 @@ void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const u
       qdot::quantize_row(x + i * ldx, xq.data() + i * blocks, k);
   });
   // Weight rows per tile: about 16 KiB of weight blocks, which stay in L1 while the task's
-  // activation rows pass over them four at a time.
+  // activation rows pass over them four at a time; a multiple of eight (the kernels' group of
+  // weight rows).
   const int64_t tile =
-      std::clamp<int64_t>(static_cast<int64_t>(16384 / std::max<uint64_t>(1, row_bytes)), 4, 32) & ~int64_t{3};
+      std::clamp<int64_t>(static_cast<int64_t>(16384 / std::max<uint64_t>(1, row_bytes)), 8, 32) & ~int64_t{7};
   const int64_t tiles = (n + tile - 1) / tile;
   const int64_t row_blocks = (m + kRowBlock - 1) / kRowBlock;
   pool.parallel_for(tiles * row_blocks, 1, [&](int64_t begin, int64_t end) {

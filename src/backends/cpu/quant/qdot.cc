@@ -39,6 +39,7 @@ void quantize_row_scalar(const float* x, ActBlock* out, int64_t k) {
       // d * 0 is NaN for an infinite or NaN d: the block poisons every dot it takes part in.
       o.d = std::numeric_limits<float>::quiet_NaN();
       o.dsum = o.d;
+      o.qsum = 0;
       for (int i = 0; i < kBlock; ++i)
         o.q[i] = 0;
       continue;
@@ -54,6 +55,7 @@ void quantize_row_scalar(const float* x, ActBlock* out, int64_t k) {
     }
     o.d = d;
     o.dsum = d * static_cast<float>(sum);
+    o.qsum = sum;
   }
 }
 

@@ -24,11 +24,12 @@ namespace pagoda::cpu::qdot {
 inline constexpr int kBlock = 32;
 
 struct ActBlock {
-  float d;     // scale: x ~ d * q
-  float dsum;  // d * (sum of q), for the minimum terms of Q4_1 and the K-quants
+  float d;       // scale: x ~ d * q
+  float dsum;    // d * (sum of q), for the minimum terms of Q4_1 and the K-quants
+  int32_t qsum;  // sum of q: the exact offset term of weights stored with a bias (Q4_0, Q5_0)
   int8_t q[kBlock];
 };
-static_assert(sizeof(ActBlock) == 40);
+static_assert(sizeof(ActBlock) == 44);
 
 // Whether weights of type `t` have an integer-dot kernel (and `k` fits it: a whole number of the
 // type's blocks, which is also a whole number of activation blocks).

@@ -99,100 +99,6 @@ struct Acc {
 // x points at block 0 of the first activation row; row r is `stride` blocks further on.
 
 template <int R>
-PAGODA_AVX2 void rows_q8_0(const uint8_t* w, const ActBlock* x, int64_t stride, int64_t nb, float* out, int64_t ldo) {
-  Acc<R> acc;
-  for (int64_t b = 0; b < nb; ++b, w += L::q8_0::kBytes) {
-    const __m256i q = load32(w + L::q8_0::kQs);
-    const float dw = half(w + L::q8_0::kD);
-    for (int r = 0; r < R; ++r) {
-      const ActBlock& a = x[r * stride + b];
-      const __m256 p = pairs_to_ps(mul_ss16(q, load32(a.q)));
-      acc.v[r] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * a.d), acc.v[r]);
-    }
-  }
-  acc.store(out, ldo);
-}
-
-template <int R>
-PAGODA_AVX2 void rows_q4_0(const uint8_t* w, const ActBlock* x, int64_t stride, int64_t nb, float* out, int64_t ldo) {
-  Acc<R> acc;
-  for (int64_t b = 0; b < nb; ++b, w += L::q4_0::kBytes) {
-    const __m256i q = _mm256_sub_epi8(unpack_nibbles16(w + L::q4_0::kQs), _mm256_set1_epi8(8));
-    const float dw = half(w + L::q4_0::kD);
-    for (int r = 0; r < R; ++r) {
-      const ActBlock& a = x[r * stride + b];
-      const __m256 p = pairs_to_ps(mul_ss16(q, load32(a.q)));
-      acc.v[r] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * a.d), acc.v[r]);
-    }
-  }
-  acc.store(out, ldo);
-}
-
-template <int R>
-PAGODA_AVX2 void rows_q4_1(const uint8_t* w, const ActBlock* x, int64_t stride, int64_t nb, float* out, int64_t ldo) {
-  Acc<R> acc;
-  for (int64_t b = 0; b < nb; ++b, w += L::q4_1::kBytes) {
-    const __m256i q = unpack_nibbles16(w + L::q4_1::kQs);
-    const float dw = half(w + L::q4_1::kD);
-    const float mw = half(w + L::q4_1::kM);
-    for (int r = 0; r < R; ++r) {
-      const ActBlock& a = x[r * stride + b];
-      acc.v[r] = _mm256_fmadd_ps(dot_us(q, load32(a.q)), _mm256_set1_ps(dw * a.d), acc.v[r]);
-      acc.mins[r] = fma_ss(-mw, a.dsum, acc.mins[r]);  // the minimum adds: subtract its negation
-    }
-  }
-  acc.store(out, ldo);
-}
-
-template <int R>
-PAGODA_AVX2 void rows_q5_0(const uint8_t* w, const ActBlock* x, int64_t stride, int64_t nb, float* out, int64_t ldo) {
-  Acc<R> acc;
-  for (int64_t b = 0; b < nb; ++b, w += L::q5_0::kBytes) {
-    const __m256i high = _mm256_and_si256(bits_to_bytes(L::read_u32(w + L::q5_0::kQh)), _mm256_set1_epi8(0x10));
-    const __m256i q = _mm256_sub_epi8(_mm256_or_si256(unpack_nibbles16(w + L::q5_0::kQs), high), _mm256_set1_epi8(16));
-    const float dw = half(w + L::q5_0::kD);
-    for (int r = 0; r < R; ++r) {
-      const ActBlock& a = x[r * stride + b];
-      const __m256 p = pairs_to_ps(mul_ss16(q, load32(a.q)));
-      acc.v[r] = _mm256_fmadd_ps(p, _mm256_set1_ps(dw * a.d), acc.v[r]);
-    }
-  }
-  acc.store(out, ldo);
-}
-
-template <int R>
-PAGODA_AVX2 void rows_q4_k(const uint8_t* w, const ActBlock* x, int64_t stride, int64_t nb, float* out, int64_t ldo) {
-  Acc<R> acc;
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  for (int64_t sb = 0; sb < nb / 8; ++sb, w += L::q4_k::kBytes) {
-    const float d = half(w + L::q4_k::kD);
-    const float dmin = half(w + L::q4_k::kDmin);
-    float dsc[8];
-    float dmn[8];
-    for (int s = 0; s < 8; ++s) {
-      uint8_t sc = 0;
-      uint8_t mn = 0;
-      L::k_scale_min(w + L::q4_k::kScales, s, &sc, &mn);
-      dsc[s] = d * static_cast<float>(sc);
-      dmn[s] = dmin * static_cast<float>(mn);
-    }
-    for (int run = 0; run < 4; ++run) {
-      const __m256i qs = load32(w + L::q4_k::kQs + 32 * run);
-      const __m256i halves[2] = {_mm256_and_si256(qs, low4), _mm256_and_si256(_mm256_srli_epi16(qs, 4), low4)};
-      for (int h = 0; h < 2; ++h) {
-        const int s = 2 * run + h;
-        for (int r = 0; r < R; ++r) {
-          const ActBlock& a = x[r * stride + 8 * sb + s];
-          acc.v[r] = _mm256_fmadd_ps(dot_us(halves[h], load32(a.q)), _mm256_set1_ps(dsc[s] * a.d), acc.v[r]);
-          acc.mins[r] = fma_ss(dmn[s], a.dsum, acc.mins[r]);
-        }
-      }
-    }
-  }
-  acc.store(out, ldo);
-}
-
-template <int R>
 PAGODA_AVX2 void rows_q6_k(const uint8_t* w, const ActBlock* x, int64_t stride, int64_t nb, float* out, int64_t ldo) {
   Acc<R> acc;
   const __m256i low4 = _mm256_set1_epi8(0x0f);
@@ -230,6 +136,331 @@ PAGODA_AVX2 void rows_q6_k(const uint8_t* w, const ActBlock* x, int64_t stride, 
   acc.store(out, ldo);
 }
 
+// ---------------------------------------------------------------------------------------------
+// Eight weight rows at a time. Each weight block of the eight rows is unpacked once, multiplied
+// with up to four activation rows, and the integer products of the eight rows are reduced
+// horizontally so that lane i of one vector holds row i's exact integer block dot. The float
+// part then runs once per (block, activation row) for all eight weight rows: one convert, one
+// product of the weight scales with the activation scale and one fused multiply-add (plus one for
+// the minimum term of Q4_1 / Q4_K). Each (weight row, activation row) pair thus sees one float
+// chain over the blocks, in block order, in its own lane: the same instructions whatever the lane,
+// the number of activation rows beside it, or how many of the eight rows are real (missing rows
+// of a last group repeat the last real row and are not stored). The integer sums are exact, so
+// their reduction order does not matter.
+
+// Pointers to the eight rows of a group; rows past `valid` repeat the last real one.
+PAGODA_AVX2 inline void rows8(const uint8_t* w, uint64_t row_bytes, int valid, const uint8_t* p[8]) {
+  for (int i = 0; i < 8; ++i)
+    p[i] = w + static_cast<uint64_t>(std::min(i, valid - 1)) * row_bytes;
+}
+
+// The f16 at byte `off` of each of the eight rows, as floats.
+PAGODA_AVX2 inline __m256 halves8(const uint8_t* const p[8], uint64_t off) {
+  const __m128i h =
+      _mm_setr_epi16(static_cast<int16_t>(L::read_u16(p[0] + off)), static_cast<int16_t>(L::read_u16(p[1] + off)),
+                     static_cast<int16_t>(L::read_u16(p[2] + off)), static_cast<int16_t>(L::read_u16(p[3] + off)),
+                     static_cast<int16_t>(L::read_u16(p[4] + off)), static_cast<int16_t>(L::read_u16(p[5] + off)),
+                     static_cast<int16_t>(L::read_u16(p[6] + off)), static_cast<int16_t>(L::read_u16(p[7] + off)));
+  return _mm256_cvtph_ps(h);
+}
+
+// Lane i = the sum of the sixteen int16 lanes of m[i]; each lane of m must be at most 4095 in
+// magnitude (4-bit unsigned weights: 2 * 15 * 127), so every partial sum fits in int16.
+PAGODA_AVX2 inline __m256i reduce8_small(const __m256i m[8]) {
+  const __m256i a = _mm256_hadd_epi16(m[0], m[1]);  // per 128-bit half: m0 x4, m1 x4
+  const __m256i b = _mm256_hadd_epi16(m[2], m[3]);
+  const __m256i c = _mm256_hadd_epi16(m[4], m[5]);
+  const __m256i d = _mm256_hadd_epi16(m[6], m[7]);
+  const __m256i ab = _mm256_hadd_epi16(a, b);  // m0 x2 .. m3 x2
+  const __m256i cd = _mm256_hadd_epi16(c, d);
+  const __m256i all = _mm256_hadd_epi16(ab, cd);  // m0 .. m7, once per half
+  return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(all)),
+                          _mm256_cvtepi16_epi32(_mm256_extracti128_si256(all, 1)));
+}
+
+// The same for lanes of at most 8191 (5-bit unsigned weights: 2 * 31 * 127): two int16 levels,
+// then int32.
+PAGODA_AVX2 inline __m256i reduce8_mid(const __m256i m[8]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i a = _mm256_hadd_epi16(m[0], m[1]);
+  const __m256i b = _mm256_hadd_epi16(m[2], m[3]);
+  const __m256i c = _mm256_hadd_epi16(m[4], m[5]);
+  const __m256i d = _mm256_hadd_epi16(m[6], m[7]);
+  const __m256i ab = _mm256_madd_epi16(_mm256_hadd_epi16(a, b), ones);  // m0 .. m3 per half
+  const __m256i cd = _mm256_madd_epi16(_mm256_hadd_epi16(c, d), ones);  // m4 .. m7 per half
+  return _mm256_add_epi32(_mm256_permute2x128_si256(ab, cd, 0x20), _mm256_permute2x128_si256(ab, cd, 0x31));
+}
+
+// The same for any int16 lanes (signed 8-bit weights): widened to int32 first.
+PAGODA_AVX2 inline __m256i reduce8_wide(const __m256i m[8]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i a = _mm256_hadd_epi32(_mm256_madd_epi16(m[0], ones), _mm256_madd_epi16(m[1], ones));
+  const __m256i b = _mm256_hadd_epi32(_mm256_madd_epi16(m[2], ones), _mm256_madd_epi16(m[3], ones));
+  const __m256i c = _mm256_hadd_epi32(_mm256_madd_epi16(m[4], ones), _mm256_madd_epi16(m[5], ones));
+  const __m256i d = _mm256_hadd_epi32(_mm256_madd_epi16(m[6], ones), _mm256_madd_epi16(m[7], ones));
+  const __m256i ab = _mm256_hadd_epi32(a, b);  // m0 .. m3 per half
+  const __m256i cd = _mm256_hadd_epi32(c, d);
+  return _mm256_add_epi32(_mm256_permute2x128_si256(ab, cd, 0x20), _mm256_permute2x128_si256(ab, cd, 0x31));
+}
+
+// The eight rows of a group lie one after another, but the kernels walk them in step, block by
+// block: eight interleaved streams the hardware prefetcher does not follow well. Each step
+// therefore prefetches its share of the next group (the `bytes` of the next eight rows' `unit`
+// from byte `at` of that group). Prefetches past the weight's end are harmless on x86.
+PAGODA_AVX2 inline void prefetch_next(const uint8_t* w, uint64_t row_bytes, uint64_t at, uint64_t bytes) {
+  const uint8_t* next = w + 8 * row_bytes + at;
+  for (uint64_t o = 0; o < bytes; o += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(next + o), _MM_HINT_T0);
+}
+
+template <int R>
+PAGODA_AVX2 inline void store8(const __m256 acc[R], float* out, int64_t ldo, int valid) {
+  for (int r = 0; r < R; ++r) {
+    if (valid == 8) {
+      _mm256_storeu_ps(out + r * ldo, acc[r]);
+    } else {
+      alignas(32) float tmp[8];
+      _mm256_store_ps(tmp, acc[r]);
+      for (int i = 0; i < valid; ++i)
+        out[r * ldo + i] = tmp[i];
+    }
+  }
+}
+
+// The 32-bit word at byte `off` of each of the eight rows.
+PAGODA_AVX2 inline __m256i words8(const uint8_t* const p[8], uint64_t off) {
+  return _mm256_setr_epi32(static_cast<int>(L::read_u32(p[0] + off)), static_cast<int>(L::read_u32(p[1] + off)),
+                           static_cast<int>(L::read_u32(p[2] + off)), static_cast<int>(L::read_u32(p[3] + off)),
+                           static_cast<int>(L::read_u32(p[4] + off)), static_cast<int>(L::read_u32(p[5] + off)),
+                           static_cast<int>(L::read_u32(p[6] + off)), static_cast<int>(L::read_u32(p[7] + off)));
+}
+
+// Legacy 32-element blocks with unsigned 4-bit quants: Q4_1 (q * d + m) and Q4_0 ((q - 8) * d,
+// the offset subtracted exactly as 8 * sum(x)). A block's 16 bytes of nibbles hold elements 0-15
+// (low) and 16-31 (high); rows i and i + 4 share one vector (row i in the low 128 bits), so one
+// shift and two masks unpack two rows, and the products with the activation's two halves (each
+// repeated in both 128-bit lanes) add up in int16 (at most 2 * 2 * 15 * 127). The pairing makes the
+// reduction's lanes come out in row order.
+template <int R, bool kQ4_1>
+PAGODA_AVX2 void tile_q4(const uint8_t* w, uint64_t row_bytes, int valid, const ActBlock* x, int64_t stride, int64_t nb,
+                         float* out, int64_t ldo) {
+  const uint8_t* p[8];
+  rows8(w, row_bytes, valid, p);
+  constexpr int kBytes = kQ4_1 ? L::q4_1::kBytes : L::q4_0::kBytes;
+  constexpr int kQs = kQ4_1 ? L::q4_1::kQs : L::q4_0::kQs;
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
+  // (d, m) pairs of eight rows -> d0..d3 m0..m3 | d4..d7 m4..m7 within the 128-bit lanes
+  const __m256i split = _mm256_setr_epi8(0, 1, 4, 5, 8, 9, 12, 13, 2, 3, 6, 7, 10, 11, 14, 15, 0, 1, 4, 5, 8, 9, 12, 13,
+                                         2, 3, 6, 7, 10, 11, 14, 15);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint64_t off = static_cast<uint64_t>(b) * kBytes;
+    prefetch_next(w, row_bytes, 8 * off, 8 * kBytes);
+    __m256i lo[4];
+    __m256i hi[4];
+    for (int i = 0; i < 4; ++i) {
+      const __m256i v = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + off + kQs))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i + 4] + off + kQs)), 1);
+      lo[i] = _mm256_and_si256(v, low4);
+      hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    }
+    __m256 dw;
+    __m256 mw = _mm256_setzero_ps();
+    if constexpr (kQ4_1) {
+      // d0..d3 d4..d7 | m0..m3 m4..m7
+      const __m256i dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(words8(p, off), split), 0xd8);
+      dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+      mw = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
+    } else {
+      dw = halves8(p, off + L::q4_0::kD);
+    }
+    for (int r = 0; r < R; ++r) {
+      const ActBlock& a = x[r * stride + b];
+      const __m256i xv = load32(a.q);
+      const __m256i x0 = _mm256_permute2x128_si256(xv, xv, 0x00);  // elements 0-15, twice
+      const __m256i x1 = _mm256_permute2x128_si256(xv, xv, 0x11);  // elements 16-31, twice
+      __m256i s4[4];
+      for (int i = 0; i < 4; ++i)
+        s4[i] = _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], x0), _mm256_maddubs_epi16(hi[i], x1));
+      // [r0 x4, r1 x4 | r4 x4, r5 x4] and [r2, r3 | r6, r7] -> [r0..r3 x2 | r4..r7 x2] -> int32
+      const __m256i h = _mm256_hadd_epi16(_mm256_hadd_epi16(s4[0], s4[1]), _mm256_hadd_epi16(s4[2], s4[3]));
+      __m256i s = _mm256_madd_epi16(h, ones);
+      if constexpr (!kQ4_1) s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.qsum));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
+      if constexpr (kQ4_1) acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.dsum), acc[r]);
+    }
+  }
+  store8<R>(acc, out, ldo, valid);
+}
+
+// Q5_0: (q - 16) * d with q's fifth bit from qh; unsigned 5-bit quants, offset 16 * sum(x). Rows
+// i and i + 4 share a vector as in tile_q4; the pair sums of the two halves add up in int16 (at
+// most 2 * 2 * 31 * 127), one more int16 step, then int32.
+template <int R>
+PAGODA_AVX2 void tile_q5_0(const uint8_t* w, uint64_t row_bytes, int valid, const ActBlock* x, int64_t stride,
+                           int64_t nb, float* out, int64_t ldo) {
+  const uint8_t* p[8];
+  rows8(w, row_bytes, valid, p);
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i bit4 = _mm256_set1_epi8(0x10);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256i select = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
+  // qh bytes 0-1 (elements 0-15) and 2-3 (elements 16-31), each spread over eight bytes
+  const __m256i spread_lo =
+      _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1);
+  const __m256i spread_hi =
+      _mm256_setr_epi8(2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint64_t off = static_cast<uint64_t>(b) * L::q5_0::kBytes;
+    prefetch_next(w, row_bytes, 8 * off, 8 * L::q5_0::kBytes);
+    __m256i lo[4];
+    __m256i hi[4];
+    for (int i = 0; i < 4; ++i) {
+      const __m256i v = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + off + L::q5_0::kQs))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i + 4] + off + L::q5_0::kQs)), 1);
+      const __m256i qh = _mm256_set_m128i(_mm_set1_epi32(static_cast<int>(L::read_u32(p[i + 4] + off + L::q5_0::kQh))),
+                                          _mm_set1_epi32(static_cast<int>(L::read_u32(p[i] + off + L::q5_0::kQh))));
+      const __m256i h_lo = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, spread_lo), select), select);
+      const __m256i h_hi = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, spread_hi), select), select);
+      lo[i] = _mm256_or_si256(_mm256_and_si256(v, low4), _mm256_and_si256(h_lo, bit4));
+      hi[i] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), _mm256_and_si256(h_hi, bit4));
+    }
+    const __m256 dw = halves8(p, off + L::q5_0::kD);
+    for (int r = 0; r < R; ++r) {
+      const ActBlock& a = x[r * stride + b];
+      const __m256i xv = load32(a.q);
+      const __m256i x0 = _mm256_permute2x128_si256(xv, xv, 0x00);
+      const __m256i x1 = _mm256_permute2x128_si256(xv, xv, 0x11);
+      __m256i s2[4];
+      for (int i = 0; i < 4; ++i)
+        s2[i] = _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], x0), _mm256_maddubs_epi16(hi[i], x1));
+      // [r0 x4, r1 x4 | r4 x4, r5 x4] -> int32 [r0 x2, r1 x2 | r4 x2, r5 x2]; with rows 2, 3, 6, 7
+      const __m256i m01 = _mm256_madd_epi16(_mm256_hadd_epi16(s2[0], s2[1]), ones);
+      const __m256i m23 = _mm256_madd_epi16(_mm256_hadd_epi16(s2[2], s2[3]), ones);
+      const __m256i s = _mm256_sub_epi32(_mm256_hadd_epi32(m01, m23), _mm256_set1_epi32(16 * a.qsum));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
+    }
+  }
+  store8<R>(acc, out, ldo, valid);
+}
+
+// Q8_0: signed weights, |w| times x with w's sign moved onto x.
+template <int R>
+PAGODA_AVX2 void tile_q8_0(const uint8_t* w, uint64_t row_bytes, int valid, const ActBlock* x, int64_t stride,
+                           int64_t nb, float* out, int64_t ldo) {
+  const uint8_t* p[8];
+  rows8(w, row_bytes, valid, p);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint64_t off = static_cast<uint64_t>(b) * L::q8_0::kBytes;
+    prefetch_next(w, row_bytes, 8 * off, 8 * L::q8_0::kBytes);
+    const __m256 dw = halves8(p, off + L::q8_0::kD);
+    for (int r = 0; r < R; ++r) {
+      const ActBlock& a = x[r * stride + b];
+      const __m256i xv = load32(a.q);
+      __m256i m[8];
+      for (int i = 0; i < 8; ++i) {
+        const __m256i q = load32(p[i] + off + L::q8_0::kQs);
+        m[i] = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xv, q));
+      }
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_wide(m)), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
+    }
+  }
+  store8<R>(acc, out, ldo, valid);
+}
+
+// 8 x 8 bytes (row i in the low 8 bytes of r[i]) -> four vectors holding columns 2c and 2c + 1
+// (byte i of a column from row i) in their low and high 8 bytes.
+PAGODA_AVX2 inline void transpose8x8(const __m128i r[8], __m128i cols[4]) {
+  const __m128i t0 = _mm_unpacklo_epi8(r[0], r[1]);
+  const __m128i t1 = _mm_unpacklo_epi8(r[2], r[3]);
+  const __m128i t2 = _mm_unpacklo_epi8(r[4], r[5]);
+  const __m128i t3 = _mm_unpacklo_epi8(r[6], r[7]);
+  const __m128i u0 = _mm_unpacklo_epi16(t0, t1);  // columns 0-3, rows 0-3
+  const __m128i u1 = _mm_unpackhi_epi16(t0, t1);  // columns 4-7, rows 0-3
+  const __m128i u2 = _mm_unpacklo_epi16(t2, t3);  // columns 0-3, rows 4-7
+  const __m128i u3 = _mm_unpackhi_epi16(t2, t3);
+  cols[0] = _mm_unpacklo_epi32(u0, u2);
+  cols[1] = _mm_unpackhi_epi32(u0, u2);
+  cols[2] = _mm_unpacklo_epi32(u1, u3);
+  cols[3] = _mm_unpackhi_epi32(u1, u3);
+}
+
+// Column s (0..7) of transpose8x8's output, as eight floats.
+PAGODA_AVX2 inline __m256 column_ps(const __m128i cols[4], int s) {
+  const __m128i c = (s % 2) == 0 ? cols[s / 2] : _mm_srli_si128(cols[s / 2], 8);
+  return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(c));
+}
+
+// Q4_K: per super-block, the eight 6-bit scales and mins of each row are unpacked with 32-bit
+// operations and transposed so that sub-block s's eight scales (one per row) form one vector.
+template <int R>
+PAGODA_AVX2 void tile_q4_k(const uint8_t* w, uint64_t row_bytes, int valid, const ActBlock* x, int64_t stride,
+                           int64_t nb, float* out, int64_t ldo) {
+  const uint8_t* p[8];
+  rows8(w, row_bytes, valid, p);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm256_setzero_ps();
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  for (int64_t sb = 0; sb < nb / 8; ++sb) {
+    const uint64_t off = static_cast<uint64_t>(sb) * L::q4_k::kBytes;
+    prefetch_next(w, row_bytes, 8 * off, 8 * L::q4_k::kBytes);
+    const __m256 d = halves8(p, off + L::q4_k::kD);
+    const __m256 dmin = halves8(p, off + L::q4_k::kDmin);
+    __m128i sc_rows[8];
+    __m128i mn_rows[8];
+    for (int i = 0; i < 8; ++i) {
+      const uint8_t* s = p[i] + off + L::q4_k::kScales;
+      const uint32_t u0 = L::read_u32(s);
+      const uint32_t u1 = L::read_u32(s + 4);
+      const uint32_t u2 = L::read_u32(s + 8);
+      const uint32_t sc_lo = u0 & 0x3f3f3f3fu;
+      const uint32_t mn_lo = u1 & 0x3f3f3f3fu;
+      const uint32_t sc_hi = (u2 & 0x0f0f0f0fu) | ((u0 >> 2) & 0x30303030u);
+      const uint32_t mn_hi = ((u2 >> 4) & 0x0f0f0f0fu) | ((u1 >> 2) & 0x30303030u);
+      sc_rows[i] = _mm_setr_epi32(static_cast<int>(sc_lo), static_cast<int>(sc_hi), 0, 0);
+      mn_rows[i] = _mm_setr_epi32(static_cast<int>(mn_lo), static_cast<int>(mn_hi), 0, 0);
+    }
+    __m128i sc_cols[4];
+    __m128i mn_cols[4];
+    transpose8x8(sc_rows, sc_cols);
+    transpose8x8(mn_rows, mn_cols);
+    for (int s = 0; s < 8; ++s) {
+      const __m256 dsc = _mm256_mul_ps(d, column_ps(sc_cols, s));
+      const __m256 neg_dmn = _mm256_xor_ps(_mm256_mul_ps(dmin, column_ps(mn_cols, s)), sign);
+      const uint64_t qoff = off + L::q4_k::kQs + 32 * static_cast<uint64_t>(s / 2);
+      const int shift = 4 * (s % 2);
+      __m256i q[8];
+      for (int i = 0; i < 8; ++i)
+        q[i] = _mm256_and_si256(_mm256_srli_epi16(load32(p[i] + qoff), shift), low4);
+      for (int r = 0; r < R; ++r) {
+        const ActBlock& a = x[r * stride + 8 * sb + s];
+        const __m256i xv = load32(a.q);
+        __m256i m[8];
+        for (int i = 0; i < 8; ++i)
+          m[i] = _mm256_maddubs_epi16(q[i], xv);
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_small(m)), _mm256_mul_ps(dsc, _mm256_set1_ps(a.d)), acc[r]);
+        acc[r] = _mm256_fmadd_ps(neg_dmn, _mm256_set1_ps(a.dsum), acc[r]);
+      }
+    }
+  }
+  store8<R>(acc, out, ldo, valid);
+}
+
+using TileFn = void (*)(const uint8_t*, uint64_t, int, const ActBlock*, int64_t, int64_t, float*, int64_t);
+
 using RowsFn = void (*)(const uint8_t*, const ActBlock*, int64_t, int64_t, float*, int64_t);
 
 }  // namespace
@@ -260,6 +491,7 @@ PAGODA_AVX2 void quantize_row_avx2(const float* x, ActBlock* out, int64_t k) {
     if (_mm256_movemask_ps(nan) != 0 || max_abs > 3.4028234663852886e38f) {
       o.d = __builtin_nanf("");
       o.dsum = o.d;
+      o.qsum = 0;
       _mm256_storeu_si256(reinterpret_cast<__m256i*>(o.q), _mm256_setzero_si256());
       continue;
     }
@@ -282,34 +514,49 @@ PAGODA_AVX2 void quantize_row_avx2(const float* x, ActBlock* out, int64_t k) {
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
     s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
     o.d = d;
-    o.dsum = d * static_cast<float>(_mm_cvtsi128_si32(s4));
+    o.qsum = _mm_cvtsi128_si32(s4);
+    o.dsum = d * static_cast<float>(o.qsum);
   }
 }
 
 void dot_rows_avx2(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const ActBlock* x, int64_t blocks,
                    int64_t m, float* out, int64_t ldo) {
-  RowsFn fns[4];
+  TileFn tiles[4] = {nullptr, nullptr, nullptr, nullptr};
   switch (t) {
     case DType::kQ4_0:
-      fns[0] = rows_q4_0<1>, fns[1] = rows_q4_0<2>, fns[2] = rows_q4_0<3>, fns[3] = rows_q4_0<4>;
+      tiles[0] = tile_q4<1, false>, tiles[1] = tile_q4<2, false>, tiles[2] = tile_q4<3, false>,
+      tiles[3] = tile_q4<4, false>;
       break;
     case DType::kQ4_1:
-      fns[0] = rows_q4_1<1>, fns[1] = rows_q4_1<2>, fns[2] = rows_q4_1<3>, fns[3] = rows_q4_1<4>;
+      tiles[0] = tile_q4<1, true>, tiles[1] = tile_q4<2, true>, tiles[2] = tile_q4<3, true>,
+      tiles[3] = tile_q4<4, true>;
       break;
     case DType::kQ5_0:
-      fns[0] = rows_q5_0<1>, fns[1] = rows_q5_0<2>, fns[2] = rows_q5_0<3>, fns[3] = rows_q5_0<4>;
+      tiles[0] = tile_q5_0<1>, tiles[1] = tile_q5_0<2>, tiles[2] = tile_q5_0<3>, tiles[3] = tile_q5_0<4>;
       break;
     case DType::kQ8_0:
-      fns[0] = rows_q8_0<1>, fns[1] = rows_q8_0<2>, fns[2] = rows_q8_0<3>, fns[3] = rows_q8_0<4>;
+      tiles[0] = tile_q8_0<1>, tiles[1] = tile_q8_0<2>, tiles[2] = tile_q8_0<3>, tiles[3] = tile_q8_0<4>;
       break;
     case DType::kQ4_K:
-      fns[0] = rows_q4_k<1>, fns[1] = rows_q4_k<2>, fns[2] = rows_q4_k<3>, fns[3] = rows_q4_k<4>;
+      tiles[0] = tile_q4_k<1>, tiles[1] = tile_q4_k<2>, tiles[2] = tile_q4_k<3>, tiles[3] = tile_q4_k<4>;
       break;
-    case DType::kQ6_K:
-      fns[0] = rows_q6_k<1>, fns[1] = rows_q6_k<2>, fns[2] = rows_q6_k<3>, fns[3] = rows_q6_k<4>;
-      break;
+    case DType::kQ6_K: break;
     default: std::abort();  // callers check supports() first
   }
+  if (tiles[0] != nullptr) {
+    // Groups of four activation rows (in L1 together) against groups of eight weight rows.
+    for (int64_t r0 = 0; r0 < m; r0 += 4) {
+      const auto rows = static_cast<int>(std::min<int64_t>(4, m - r0));
+      const TileFn fn = tiles[rows - 1];
+      for (int64_t j = 0; j < n; j += 8) {
+        const auto valid = static_cast<int>(std::min<int64_t>(8, n - j));
+        fn(w + static_cast<uint64_t>(j) * row_bytes, row_bytes, valid, x + r0 * blocks, blocks, blocks,
+           out + r0 * ldo + j, ldo);
+      }
+    }
+    return;
+  }
+  const RowsFn fns[4] = {rows_q6_k<1>, rows_q6_k<2>, rows_q6_k<3>, rows_q6_k<4>};
   // Groups of four activation rows (in L1 together) against each weight row in turn: every
   // unpacked weight block serves four rows.
   for (int64_t r0 = 0; r0 < m; r0 += 4) {
