@@ -119,18 +119,20 @@ __attribute__((intel_reqd_sub_group_size(16))) kernel void matmul_sg16(
 
 inline void mv_unpack8(int wt, uint4 u, float* w);
 
+inline void mv_set8(float* w, float4 a, float4 b) {
+  w[0] = a.x;
+  w[1] = a.y;
+  w[2] = a.z;
+  w[3] = a.w;
+  w[4] = b.x;
+  w[5] = b.y;
+  w[6] = b.z;
+  w[7] = b.w;
+}
+
 inline void mv_load8(int wt, global const uchar* row, int v, float* w) {
   if (wt == WT_F32) {
-    const float4 a = ((global const float4*)row)[2 * v];
-    const float4 b = ((global const float4*)row)[2 * v + 1];
-    w[0] = a.x;
-    w[1] = a.y;
-    w[2] = a.z;
-    w[3] = a.w;
-    w[4] = b.x;
-    w[5] = b.y;
-    w[6] = b.z;
-    w[7] = b.w;
+    mv_set8(w, ((global const float4*)row)[2 * v], ((global const float4*)row)[2 * v + 1]);
     return;
   }
   mv_unpack8(wt, ((global const uint4*)row)[v], w);
@@ -143,14 +145,7 @@ inline void mv_unpack8(int wt, uint4 u, float* w) {
     // One 16-byte load, then the device's own exact half-to-float conversion (vload_half is core
     // OpenCL: no cl_khr_fp16 needed) on the registers.
     const float8 f = vload_half8(0, (const private half*)words);
-    w[0] = f.s0;
-    w[1] = f.s1;
-    w[2] = f.s2;
-    w[3] = f.s3;
-    w[4] = f.s4;
-    w[5] = f.s5;
-    w[6] = f.s6;
-    w[7] = f.s7;
+    mv_set8(w, f.lo, f.hi);
     return;
   }
 #pragma unroll
