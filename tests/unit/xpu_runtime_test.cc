@@ -21,6 +21,7 @@
 #include "backend/backend.h"
 #include "backend/device_list.h"
 #include "backends/cpu/quant/float_convert.h"
+#include "backends/xpu/onednn_matmul.h"
 #include "backends/xpu/xpu_backend.h"
 #include "backends/xpu/xpu_runtime.h"
 #include "core/error.h"
@@ -170,6 +171,71 @@ TEST(XpuRuntime, StagedWritesLandExactly) {
   }
   const Tensor back = to_host(dev);
   EXPECT_EQ(std::memcmp(back.raw_data(), want.data(), want.size() * sizeof(float)), 0);
+}
+
+// oneDNN's matmul is opt-in and Intel-only: asked for on another device it declines and says why;
+// on an Intel GPU it must agree with pagoda's own kernel.
+TEST(XpuRuntime, OneDnnMatmulIsOptInAndIntelOnly) {
+  if (!have_device()) GTEST_SKIP() << "no OpenCL device";
+  Backend& b = backend_for(parse_device("xpu:0"));
+  xpu::XpuRuntime& rt = dynamic_cast<xpu::XpuBackend&>(b).runtime();
+  std::string why;
+  ::unsetenv("PAGODA_XPU_ONEDNN");
+  EXPECT_EQ(xpu::OneDnnMatmul::create(rt, why), nullptr);
+  EXPECT_NE(why.find("PAGODA_XPU_ONEDNN=1"), std::string::npos) << why;
+  ::setenv("PAGODA_XPU_ONEDNN", "1", 1);
+  std::unique_ptr<xpu::OneDnnMatmul> mm = xpu::OneDnnMatmul::create(rt, why);
+  ::unsetenv("PAGODA_XPU_ONEDNN");
+  if (!xpu::OneDnnMatmul::built()) {
+    EXPECT_EQ(mm, nullptr);
+    EXPECT_NE(why.find("no oneDNN"), std::string::npos) << why;
+    return;
+  }
+  if (!rt.caps().is_intel_gpu) {
+    EXPECT_EQ(mm, nullptr);
+    EXPECT_NE(why.find("Intel GPUs only"), std::string::npos) << why;
+    return;
+  }
+  ASSERT_NE(mm, nullptr) << why;
+  // An Intel GPU: f32 and f16 weights with a bias, against the host in double precision.
+  constexpr int64_t kM = 5, kN = 48, kK = 64;
+  std::mt19937 rng(11);
+  std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
+  for (DType wt : {DType::kF32, DType::kF16}) {
+    Tensor x = Tensor::empty(Shape{kM, kK}, DType::kF32);
+    Tensor w32 = Tensor::empty(Shape{kN, kK}, DType::kF32);
+    Tensor bias = Tensor::empty(Shape{kN}, DType::kF32);
+    for (int64_t i = 0; i < kM * kK; ++i)
+      x.data<float>()[i] = dist(rng);
+    for (int64_t i = 0; i < kN * kK; ++i)
+      w32.data<float>()[i] = cpu::fp16_to_fp32(cpu::fp32_to_fp16(dist(rng)));  // exact in f16 too
+    for (int64_t i = 0; i < kN; ++i)
+      bias.data<float>()[i] = dist(rng);
+    Tensor w = w32;
+    if (wt == DType::kF16) {
+      w = Tensor::empty(Shape{kN, kK}, DType::kF16);
+      for (int64_t i = 0; i < kN * kK; ++i)
+        w.data<uint16_t>()[i] = cpu::fp32_to_fp16(w32.data<float>()[i]);
+    }
+    Tensor dx = to_device(x, b.device());
+    Tensor dw = to_device(w, b.device());
+    Tensor db = to_device(bias, b.device());
+    Tensor out = empty_on(b.device(), Shape{kM, kN}, DType::kF32);
+    ASSERT_TRUE(mm->run(xpu::mem_of(out), out.byte_offset(), xpu::mem_of(dx), dx.byte_offset(), kM, xpu::mem_of(dw),
+                        dw.byte_offset(), wt, kN, kK, xpu::mem_of(db), db.byte_offset()))
+        << dtype_name(wt);
+    const Tensor got = to_host(out);
+    for (int64_t i = 0; i < kM; ++i) {
+      for (int64_t j = 0; j < kN; ++j) {
+        double want = bias.data<float>()[j];
+        for (int64_t c = 0; c < kK; ++c)
+          want += static_cast<double>(x.data<float>()[i * kK + c]) * w32.data<float>()[j * kK + c];
+        // f16 weights take f16 activations in oneDNN: about 2^-11 relative per product.
+        const double tol = wt == DType::kF32 ? 1e-4 : 2e-2;
+        EXPECT_NEAR(got.data<float>()[i * kN + j], want, tol) << dtype_name(wt) << " " << i << "," << j;
+      }
+    }
+  }
 }
 
 TEST(XpuRuntime, BufferPoolSizeClasses) {

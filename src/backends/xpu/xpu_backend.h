@@ -14,13 +14,14 @@
 #include <string>
 
 #include "backend/backend.h"
+#include "backends/xpu/onednn_matmul.h"
 #include "backends/xpu/xpu_runtime.h"
 
 namespace pagoda::xpu {
 
 class XpuOps final : public BackendOps {
  public:
-  explicit XpuOps(XpuRuntime& rt) : rt_(rt) {}
+  explicit XpuOps(XpuRuntime& rt);
 
   void embedding(Tensor& out, const Tensor& ids, const Tensor& table) override;
   void rms_norm(Tensor& out, const Tensor& x, const Tensor& weight, float eps, float weight_offset) override;
@@ -57,6 +58,7 @@ class XpuOps final : public BackendOps {
 
  private:
   XpuRuntime& rt_;
+  std::unique_ptr<OneDnnMatmul> onednn_;  // PAGODA_XPU_ONEDNN=1 on an Intel GPU, else null
 };
 
 class XpuBackend final : public Backend {

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "backend/device_list.h"
+#include "backends/xpu/onednn_matmul.h"
 #include "backends/xpu/xpu_runtime.h"
 
 namespace pagoda {
@@ -37,7 +38,12 @@ BackendReport xpu_backend_report() {
     d.usm = c.intel_usm;
     const bool sg_path = c.intel_subgroups && c.intel_reqd_subgroup;
     d.notes = c.version + "; " + c.platform + "; matmul path: " +
-              (sg_path ? "Intel subgroups (cl_intel_subgroups, subgroup size 16)" : "portable work-group reduction");
+              (sg_path ? "Intel subgroups (cl_intel_subgroups, subgroup size 16)" : "portable work-group reduction") +
+              "; oneDNN matmul: " +
+              (!xpu::OneDnnMatmul::built()      ? "not built"
+               : !c.is_intel_gpu                ? "no (Intel GPUs only)"
+               : xpu::OneDnnMatmul::requested() ? "on (PAGODA_XPU_ONEDNN=1)"
+                                                : "available, off (PAGODA_XPU_ONEDNN=1 turns it on)");
     report.devices.push_back(std::move(d));
   }
   if (report.devices.empty()) report.status = "OpenCL platforms found, but no devices";

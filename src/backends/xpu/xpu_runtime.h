@@ -85,6 +85,7 @@ class XpuRuntime {
   [[nodiscard]] const DeviceCaps& caps() const { return caps_; }
   [[nodiscard]] Device device() const { return device_; }
   [[nodiscard]] cl_context context() const { return context_.get(); }
+  [[nodiscard]] cl_device_id device_id() const { return id_; }
   [[nodiscard]] cl_command_queue queue() const { return queue_.get(); }
 
   [[nodiscard]] std::shared_ptr<Storage> allocate(uint64_t nbytes);

@@ -254,3 +254,11 @@ kernel void fill_zero(global float* x, ulong x_off, long total) {
   const long i = get_global_id(0);
   if (i < total) PTR(float, x, x_off)[i] = 0.0f;
 }
+
+// out (f32, f16 or bf16 by dtype) = x, element by element (activations for a library matmul that
+// wants them in the weight type).
+kernel void store_as(global uchar* out, ulong out_off, global const float* x, ulong x_off, int dtype, long total) {
+  const long i = get_global_id(0);
+  if (i >= total) return;
+  store_elem(out + out_off, dtype, i, CPTR(float, x, x_off)[i]);
+}

@@ -1,6 +1,8 @@
 // xpu matmul and mixture-of-experts.
 
 #include <algorithm>
+#include <cstdio>
+#include <string>
 #include <vector>
 
 #include "backends/xpu/ops/launch.h"
@@ -17,9 +19,22 @@ constexpr size_t kVecLanes = 32;
 constexpr size_t kVecTile = 8;
 }  // namespace
 
+XpuOps::XpuOps(XpuRuntime& rt) : rt_(rt) {
+  std::string why;
+  onednn_ = OneDnnMatmul::create(rt_, why);
+  if (onednn_ == nullptr && OneDnnMatmul::requested()) {
+    std::fprintf(stderr, "warning: PAGODA_XPU_ONEDNN=1, but oneDNN is not used: %s\n", why.c_str());
+  }
+}
+
 void XpuOps::gemm(cl_mem out, uint64_t out_off, cl_mem x, uint64_t x_off, int64_t m, cl_mem w, uint64_t w_off,
                   DType wtype, int64_t n, int64_t k, const Tensor* bias) {
   if (m == 0 || n == 0) return;
+  if (onednn_ != nullptr && k > 0 &&
+      onednn_->run(out, out_off, x, x_off, m, w, w_off, wtype, n, k, bias != nullptr ? mem_of(*bias) : nullptr,
+                   bias != nullptr ? bias->byte_offset() : 0)) {
+    return;
+  }
   const uint64_t row_bytes = *dtype_row_bytes(wtype, k);
   // Unquantized rows that allow 16-byte loads take the streaming kernel.
   if ((wtype == DType::kF16 || wtype == DType::kBF16 || wtype == DType::kF32) && k % 8 == 0 && row_bytes % 16 == 0 &&
