@@ -452,6 +452,9 @@ TEST_P(OpsTest, MatmulHalfWeights) {
     check_matmul(*this, rng, t, 1, 19, 64, false);
     check_matmul(*this, rng, t, 6, 33, 96, true);
     check_matmul(*this, rng, t, 67, 8, 40, false);
+    // Rows of several 256-byte blocks plus a rest (the subgroup kernel's block reads and tail).
+    check_matmul(*this, rng, t, 2, 130, 576, false);
+    check_matmul(*this, rng, t, 9, 21, 1040, true);
   }
 }
 

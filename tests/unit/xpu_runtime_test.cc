@@ -295,6 +295,38 @@ TEST(XpuRuntime, StreamingMatmulConvertsEveryFiniteHalfExactly) {
   EXPECT_EQ(wrong, 0);
 }
 
+// The subgroup kernels follow PAGODA_XPU_SUBGROUPS: "emulate" builds them on any device (16
+// work-items standing in for a subgroup), which is how CI runs them without an Intel GPU (the
+// ctest entry xpu_subgroup_kernels_emulated runs the matmul and engine tests that way); a value
+// that is not a mode is refused with the accepted ones.
+TEST(XpuRuntime, SubgroupKernelsFollowTheEnvironment) {
+  if (!have_device()) GTEST_SKIP() << "no OpenCL device";
+  const char* env = std::getenv("PAGODA_XPU_SUBGROUPS");
+  const std::string mode = env != nullptr ? env : "";
+  auto& xb = dynamic_cast<xpu::XpuBackend&>(backend_for(parse_device("xpu:0")));
+  if (mode == "emulate") {
+    EXPECT_TRUE(xb.runtime().subgroup_paths());
+    EXPECT_EQ(xb.runtime().required_work_group_size("matmul_vec_sg16"), 64u);
+  } else if (mode == "0") {
+    EXPECT_FALSE(xb.runtime().subgroup_paths());
+  }
+  const std::string saved = mode;
+  ::setenv("PAGODA_XPU_SUBGROUPS", "sometimes", 1);
+  try {
+    xpu::XpuRuntime rt(0);
+    ADD_FAILURE() << "PAGODA_XPU_SUBGROUPS=sometimes was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("0, 1 or emulate"), std::string::npos) << e.what();
+  }
+  if (env != nullptr) {
+    ::setenv("PAGODA_XPU_SUBGROUPS", saved.c_str(), 1);
+  } else {
+    ::unsetenv("PAGODA_XPU_SUBGROUPS");
+  }
+  EXPECT_NE(xpu::kernel_build_options(true, true).find("-DPAGODA_SUBGROUP_EMULATION=1"), std::string::npos);
+  EXPECT_EQ(xpu::kernel_build_options(false, true).find("EMULATION"), std::string::npos);
+}
+
 // Decode over contexts longer than one split-K partition (256 keys): the partitions' partial
 // softmaxes must merge to exact attention. Reference: the full score matrix in double precision.
 TEST(XpuRuntime, SplitKDecodeOverLongContexts) {

@@ -3,6 +3,7 @@
 
 #include <CL/cl.h>
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -36,9 +37,12 @@ BackendReport xpu_backend_report() {
     d.subgroups = c.intel_subgroups || c.khr_subgroups;
     d.subgroup_sizes = c.subgroup_sizes;
     d.usm = c.intel_usm;
-    const bool sg_path = c.intel_subgroups && c.intel_reqd_subgroup;
+    // As the runtime decides it (XpuRuntime's constructor): shuffles, block reads and size 16.
+    const bool sg_path = c.intel_subgroups && c.intel_reqd_subgroup &&
+                         std::find(c.subgroup_sizes.begin(), c.subgroup_sizes.end(), 16u) != c.subgroup_sizes.end();
     d.notes = c.version + "; " + c.platform + "; matmul path: " +
-              (sg_path ? "Intel subgroups (cl_intel_subgroups, subgroup size 16)" : "portable work-group reduction") +
+              (sg_path ? "Intel subgroups (cl_intel_subgroups block reads and reductions, subgroup size 16)"
+                       : "portable work-group reduction") +
               "; oneDNN matmul: " +
               (!xpu::OneDnnMatmul::built()      ? "not built"
                : !c.is_intel_gpu                ? "no (Intel GPUs only)"

@@ -173,11 +173,12 @@ std::string kernel_program_source() {
   return src;
 }
 
-std::string kernel_build_options(bool subgroup_paths) {
+std::string kernel_build_options(bool subgroup_paths, bool emulate_subgroups) {
   // No -cl-fast-relaxed-math: the kernels must agree with the CPU reference within float
   // rounding, and dequantization bit for bit (FP_CONTRACT is off in common.cl for that reason).
   std::string options = "-cl-std=CL1.2";
   if (subgroup_paths) options += " -DPAGODA_INTEL_SUBGROUPS=1";
+  if (subgroup_paths && emulate_subgroups) options += " -DPAGODA_SUBGROUP_EMULATION=1";
   // Kernel-internal tuning constants (see kernels/matmul.cl), for measuring a device.
   if (const char* extra = std::getenv("PAGODA_XPU_KERNEL_DEFINES"); extra != nullptr && *extra != '\0') {
     options += ' ';
@@ -237,15 +238,26 @@ XpuRuntime::XpuRuntime(int index) {
   subgroup_paths_ =
       caps_.intel_subgroups && caps_.intel_reqd_subgroup &&
       std::find(caps_.subgroup_sizes.begin(), caps_.subgroup_sizes.end(), 16u) != caps_.subgroup_sizes.end();
-  if (const char* env = std::getenv("PAGODA_XPU_SUBGROUPS"); env != nullptr && std::string(env) == "0") {
-    subgroup_paths_ = false;
+  // PAGODA_XPU_SUBGROUPS: 0 forces the portable kernels; "emulate" runs the subgroup kernels on
+  // any device with work-items standing in for subgroups (kernels/matmul.cl), for testing them
+  // where there is no Intel GPU.
+  if (const char* env = std::getenv("PAGODA_XPU_SUBGROUPS"); env != nullptr) {
+    const std::string mode(env);
+    if (mode == "0") {
+      subgroup_paths_ = false;
+    } else if (mode == "emulate") {
+      subgroup_paths_ = true;
+      emulated_subgroups_ = true;
+    } else if (!mode.empty() && mode != "1") {
+      fail(ErrorCode::kInvalidArgument, "PAGODA_XPU_SUBGROUPS={} is not one of 0, 1 or emulate", mode);
+    }
   }
   build_program();
 }
 
 void XpuRuntime::build_program() {
   const std::string source = kernel_program_source();
-  const std::string options = kernel_build_options(subgroup_paths_);
+  const std::string options = kernel_build_options(subgroup_paths_, emulated_subgroups_);
   uint64_t key = 0xcbf29ce484222325ull;
   for (const std::string& part :
        {caps_.name, caps_.vendor, caps_.driver, caps_.version, caps_.platform, options, source}) {

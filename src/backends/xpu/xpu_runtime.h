@@ -141,6 +141,7 @@ class XpuRuntime {
   ClQueue queue_;
   ClProgram program_;
   bool subgroup_paths_ = false;
+  bool emulated_subgroups_ = false;  // PAGODA_XPU_SUBGROUPS=emulate
   std::string program_origin_;
   std::mutex kernels_mutex_;
   std::map<std::string, ClKernel> kernels_;
@@ -174,7 +175,7 @@ class XpuRuntime {
 // The build options and full source text the program is made from (exposed for the cache key
 // test and scripts/check_xpu_kernels.sh's description).
 [[nodiscard]] std::string kernel_program_source();
-[[nodiscard]] std::string kernel_build_options(bool subgroup_paths);
+[[nodiscard]] std::string kernel_build_options(bool subgroup_paths, bool emulate_subgroups = false);
 
 // Where compiled programs are cached: $PAGODA_KERNEL_CACHE, else $XDG_CACHE_HOME/pagoda/kernels,
 // else $HOME/.cache/pagoda/kernels; empty when none can be named ("off" turns the cache off).

@@ -69,12 +69,50 @@ kernel void matmul(global float* out, ulong out_off, global const float* x, ulon
 }
 
 #ifdef PAGODA_INTEL_SUBGROUPS
+// Subgroup primitives. On Intel devices they are the cl_intel_subgroups builtins, with the
+// subgroup size fixed at 16 by intel_reqd_sub_group_size. A build with PAGODA_SUBGROUP_EMULATION
+// (PAGODA_XPU_SUBGROUPS=emulate, for testing on devices without the extension) runs the same
+// kernels with 16 consecutive work-items standing in for a subgroup: block reads become plain
+// reads in the builtin's element order and reductions go through local memory. That checks the
+// kernels' indexing and the host's dispatch on any device; ocloc checks the builtins themselves.
+// The emulated reduction has barriers, so every work-item of the group must reach each SG_SUM.
+#define SG_SIZE 16
+#ifdef PAGODA_SUBGROUP_EMULATION
+#define SG_REQD
+#define SG_SCRATCH(items) local float sg_scratch[items]
+#define SG_LID() ((int)(get_local_id(0) % SG_SIZE))
+#define SG_SUM(v) sg_sum_emulated((v), sg_scratch)
+inline float sg_sum_emulated(float v, local float* scratch) {
+  const int lid = get_local_id(0);
+  const int base = lid - lid % SG_SIZE;
+  barrier(CLK_LOCAL_MEM_FENCE);  // the previous sum's readers are done with the scratch
+  scratch[lid] = v;
+  barrier(CLK_LOCAL_MEM_FENCE);
+  float s = 0.0f;
+  for (int i = 0; i < SG_SIZE; ++i)
+    s += scratch[base + i];
+  return s;
+}
+// Item l of the subgroup gets the words l, l + 16, l + 32 and l + 48 from p, as the builtin does.
+inline uint4 sg_read4(global const uint* p) {
+  const int l = SG_LID();
+  return (uint4)(p[l], p[l + SG_SIZE], p[l + 2 * SG_SIZE], p[l + 3 * SG_SIZE]);
+}
+#else
+#define SG_REQD __attribute__((intel_reqd_sub_group_size(SG_SIZE)))
+#define SG_SCRATCH(items)
+#define SG_LID() ((int)get_sub_group_local_id())
+#define SG_SUM(v) sub_group_reduce_add(v)
+#define sg_read4(p) intel_sub_group_block_read4(p)
+#endif
+
 // Intel GPUs: one subgroup of 16 per weight row, reduced with subgroup operations instead of
 // local memory and barriers. Global size (n * 16, ceil(m / MM_TILE)), local (16, 1).
-__attribute__((intel_reqd_sub_group_size(16))) kernel void matmul_sg16(
-    global float* out, ulong out_off, global const float* x, ulong x_off, global const uchar* weight, ulong w_off,
-    ulong row_bytes, global const float* bias, ulong bias_off, int has_bias, int wt, int m, int n, int k) {
-  const int lid = get_sub_group_local_id();
+SG_REQD kernel void matmul_sg16(global float* out, ulong out_off, global const float* x, ulong x_off,
+                                global const uchar* weight, ulong w_off, ulong row_bytes, global const float* bias,
+                                ulong bias_off, int has_bias, int wt, int m, int n, int k) {
+  SG_SCRATCH(SG_SIZE);
+  const int lid = SG_LID();
   const int j = get_group_id(0);
   const int m0 = get_group_id(1) * MM_TILE;
   const int m_count = min(MM_TILE, m - m0);
@@ -83,12 +121,12 @@ __attribute__((intel_reqd_sub_group_size(16))) kernel void matmul_sg16(
     acc[r] = 0.0f;
   if (j < n && m_count > 0) {
     mm_accumulate(wt, weight + w_off + (ulong)j * row_bytes, CPTR(float, x, x_off) + (long)m0 * k, k, m_count, lid,
-                  16, acc);
+                  SG_SIZE, acc);
   }
   const float b = (j < n && has_bias) ? CPTR(float, bias, bias_off)[j] : 0.0f;
   global float* o = PTR(float, out, out_off);
   for (int r = 0; r < MM_TILE; ++r) {
-    const float total = sub_group_reduce_add(acc[r]);
+    const float total = SG_SUM(acc[r]);
     if (lid == 0 && j < n && r < m_count) o[(long)(m0 + r) * n + j] = total + b;
   }
 }
@@ -237,3 +275,123 @@ void matmul_vec(global float* out, ulong out_off, global const float* x, ulong x
       o[(long)(m0 + r) * n + j] = red[rw][r][0] + b;
   }
 }
+
+#ifdef PAGODA_INTEL_SUBGROUPS
+// matmul_vec for Intel GPUs: the same shapes and arguments, but one subgroup of 16 per weight row,
+// which streams the row with subgroup block reads (intel_sub_group_block_read4: 256 contiguous
+// bytes per read, item l holding the words l, l + 16, l + 32, l + 48) and sums with a subgroup
+// reduction, so no local memory and no barriers. What is left of a row after its whole 256-byte
+// blocks (rows are a multiple of 16 bytes) is read 16 bytes per item. A row's sum is formed in
+// the same order whatever the batch. Global size (ceil(m / MV_TILE) * MVS_ROWS * 16,
+// ceil(n / MVS_ROWS)), local (MVS_ROWS * 16, 1).
+#ifndef MVS_ROWS
+#define MVS_ROWS 4
+#endif
+#ifndef MVS_UNROLL
+#define MVS_UNROLL 4
+#endif
+
+// Eight weights in the block-read order (words w0, w0 + 16, w0 + 32, w0 + 48; two elements per
+// word) dotted with activation row xr. 16-bit weights only.
+inline float mvs_dot_words16(const float* w, global const float* xr, int w0) {
+  float s = 0.0f;
+#pragma unroll
+  for (int t = 0; t < 4; ++t) {
+    const float2 a = vload2(0, xr + 2 * (w0 + SG_SIZE * t));
+    s += w[2 * t] * a.x;
+    s += w[2 * t + 1] * a.y;
+  }
+  return s;
+}
+
+inline float mvs_dot_words32(uint4 u, global const float* xr, int w0) {
+  float s = as_float(u.x) * xr[w0];
+  s += as_float(u.y) * xr[w0 + SG_SIZE];
+  s += as_float(u.z) * xr[w0 + 2 * SG_SIZE];
+  s += as_float(u.w) * xr[w0 + 3 * SG_SIZE];
+  return s;
+}
+
+// Adds one block read's worth (the four words from w0 in the block-read order) to every row of
+// the activation tile.
+inline void mvs_block(int wt, uint4 u, int w0, global const float* xb, int k, int m_count, float* acc) {
+  if (wt == WT_F32) {
+#pragma unroll
+    for (int r = 0; r < MV_TILE; ++r) {
+      if (r < m_count) acc[r] += mvs_dot_words32(u, xb + (long)r * k, w0);
+    }
+    return;
+  }
+  float w[8];
+  mv_unpack8(wt, u, w);
+#pragma unroll
+  for (int r = 0; r < MV_TILE; ++r) {
+    if (r < m_count) acc[r] += mvs_dot_words16(w, xb + (long)r * k, w0);
+  }
+}
+
+SG_REQD kernel __attribute__((reqd_work_group_size(MVS_ROWS * SG_SIZE, 1, 1)))
+void matmul_vec_sg16(global float* out, ulong out_off, global const float* x, ulong x_off, global const uchar* weight,
+                     ulong w_off, ulong row_bytes, global const float* bias, ulong bias_off, int has_bias, int wt,
+                     int m, int n, int k) {
+  SG_SCRATCH(MVS_ROWS * SG_SIZE);
+  const int lane = SG_LID();
+  const int j = get_group_id(1) * MVS_ROWS + (int)get_local_id(0) / SG_SIZE;  // the same for the whole subgroup
+  const int m0 = get_group_id(0) * MV_TILE;
+  const int m_count = min(MV_TILE, m - m0);
+  float acc[MV_TILE];
+#pragma unroll
+  for (int r = 0; r < MV_TILE; ++r)
+    acc[r] = 0.0f;
+  if (j < n && m_count > 0) {
+    global const uint* row = (global const uint*)(weight + w_off + (ulong)j * row_bytes);
+    global const float* xb = CPTR(float, x, x_off) + (long)m0 * k;
+    const int words = (int)(row_bytes / 4);
+    const int blocks = words / (4 * SG_SIZE);
+    int b = 0;
+    // MVS_UNROLL block reads in flight before any arithmetic.
+    for (; b + MVS_UNROLL <= blocks; b += MVS_UNROLL) {
+      uint4 u[MVS_UNROLL];
+#pragma unroll
+      for (int t = 0; t < MVS_UNROLL; ++t)
+        u[t] = sg_read4(row + 4 * SG_SIZE * (b + t));
+#pragma unroll
+      for (int t = 0; t < MVS_UNROLL; ++t)
+        mvs_block(wt, u[t], 4 * SG_SIZE * (b + t) + lane, xb, k, m_count, acc);
+    }
+    for (; b < blocks; ++b)
+      mvs_block(wt, sg_read4(row + 4 * SG_SIZE * b), 4 * SG_SIZE * b + lane, xb, k, m_count, acc);
+    // The rest of the row, 16 bytes per item: words v .. v + 3, contiguous.
+    for (int v = 4 * SG_SIZE * blocks + 4 * lane; v < words; v += 4 * SG_SIZE) {
+      const uint4 u = ((global const uint4*)(row + v))[0];
+      if (wt == WT_F32) {
+#pragma unroll
+        for (int r = 0; r < MV_TILE; ++r) {
+          if (r < m_count) {
+            const float4 a = ((global const float4*)(xb + (long)r * k + v))[0];
+            float s = as_float(u.x) * a.x;
+            s += as_float(u.y) * a.y;
+            s += as_float(u.z) * a.z;
+            s += as_float(u.w) * a.w;
+            acc[r] += s;
+          }
+        }
+      } else {
+        float w[8];
+        mv_unpack8(wt, u, w);
+#pragma unroll
+        for (int r = 0; r < MV_TILE; ++r) {
+          if (r < m_count) acc[r] += mv_dot8(w, xb + (long)r * k + 2 * v);
+        }
+      }
+    }
+  }
+  const float bv = (j < n && has_bias) ? CPTR(float, bias, bias_off)[j] : 0.0f;
+  global float* o = PTR(float, out, out_off);
+#pragma unroll
+  for (int r = 0; r < MV_TILE; ++r) {
+    const float total = SG_SUM(acc[r]);
+    if (lane == 0 && j < n && r < m_count) o[(long)(m0 + r) * n + j] = total + bv;
+  }
+}
+#endif

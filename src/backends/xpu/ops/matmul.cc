@@ -13,8 +13,9 @@ namespace pagoda::xpu {
 namespace {
 constexpr size_t kTile = 8;    // MM_TILE in kernels/matmul.cl
 constexpr size_t kLws = 64;    // MM_LWS
-constexpr size_t kSgLws = 16;  // matmul_sg16's subgroup
-// matmul_vec: MV_LANES, MV_TILE (its rows per work-group come from its reqd_work_group_size).
+constexpr size_t kSgLws = 16;  // the subgroup of matmul_sg16 and matmul_vec_sg16
+// matmul_vec: MV_LANES, MV_TILE (its rows per work-group come from its reqd_work_group_size, as
+// matmul_vec_sg16's do: one subgroup per row).
 constexpr size_t kVecLanes = 32;
 constexpr size_t kVecTile = 8;
 }  // namespace
@@ -39,7 +40,10 @@ void XpuOps::gemm(cl_mem out, uint64_t out_off, cl_mem x, uint64_t x_off, int64_
   // Unquantized rows that allow 16-byte loads take the streaming kernel.
   if ((wtype == DType::kF16 || wtype == DType::kBF16 || wtype == DType::kF32) && k % 8 == 0 && row_bytes % 16 == 0 &&
       w_off % 16 == 0 && x_off % 16 == 0) {
-    Launch launch(rt_, "matmul_vec");
+    // Intel GPUs stream the rows with subgroup block reads; other devices with 16-byte loads.
+    const char* kernel = rt_.subgroup_paths() ? "matmul_vec_sg16" : "matmul_vec";
+    const size_t lanes = rt_.subgroup_paths() ? kSgLws : kVecLanes;
+    Launch launch(rt_, kernel);
     launch.mem(out).u64(out_off).mem(x).u64(x_off).mem(w).u64(w_off).u64(row_bytes);
     if (bias != nullptr) {
       launch.tensor(*bias).i32(1);
@@ -48,8 +52,8 @@ void XpuOps::gemm(cl_mem out, uint64_t out_off, cl_mem x, uint64_t x_off, int64_
     }
     launch.i32(weight_code(wtype)).i32(m).i32(n).i32(k);
     const size_t tiles = (static_cast<size_t>(m) + kVecTile - 1) / kVecTile;
-    const size_t lws = rt_.required_work_group_size("matmul_vec");
-    const size_t rows = lws / kVecLanes;
+    const size_t lws = rt_.required_work_group_size(kernel);
+    const size_t rows = lws / lanes;
     const size_t groups = (static_cast<size_t>(n) + rows - 1) / rows;
     launch.run({tiles * lws, groups, 1}, {lws, 1, 1}, 2);
     return;
