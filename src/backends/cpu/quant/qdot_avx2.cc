@@ -64,6 +64,11 @@ PAGODA_AVX2 inline __m256i load32(const void* p) {
   return _mm256_loadu_si256(static_cast<const __m256i*>(p));
 }
 
+// 16 bytes in both 128-bit lanes: one broadcast load, no shuffle-port work.
+PAGODA_AVX2 inline __m256i half_twice(const void* p) {
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p)));
+}
+
 // 16 bytes of packed nibbles -> 32 bytes: the low nibbles (elements 0-15), then the high ones.
 PAGODA_AVX2 inline __m256i unpack_nibbles16(const uint8_t* qs) {
   const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
@@ -280,9 +285,8 @@ PAGODA_AVX2 void tile_q4(const uint8_t* w, uint64_t row_bytes, int valid, const 
     }
     for (int r = 0; r < R; ++r) {
       const ActBlock& a = x[r * stride + b];
-      const __m256i xv = load32(a.q);
-      const __m256i x0 = _mm256_permute2x128_si256(xv, xv, 0x00);  // elements 0-15, twice
-      const __m256i x1 = _mm256_permute2x128_si256(xv, xv, 0x11);  // elements 16-31, twice
+      const __m256i x0 = half_twice(a.q);       // elements 0-15, twice
+      const __m256i x1 = half_twice(a.q + 16);  // elements 16-31, twice
       __m256i s4[4];
       for (int i = 0; i < 4; ++i)
         s4[i] = _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], x0), _mm256_maddubs_epi16(hi[i], x1));
@@ -336,9 +340,8 @@ PAGODA_AVX2 void tile_q5_0(const uint8_t* w, uint64_t row_bytes, int valid, cons
     const __m256 dw = halves8(p, off + L::q5_0::kD);
     for (int r = 0; r < R; ++r) {
       const ActBlock& a = x[r * stride + b];
-      const __m256i xv = load32(a.q);
-      const __m256i x0 = _mm256_permute2x128_si256(xv, xv, 0x00);
-      const __m256i x1 = _mm256_permute2x128_si256(xv, xv, 0x11);
+      const __m256i x0 = half_twice(a.q);
+      const __m256i x1 = half_twice(a.q + 16);
       __m256i s2[4];
       for (int i = 0; i < 4; ++i)
         s2[i] = _mm256_add_epi16(_mm256_maddubs_epi16(lo[i], x0), _mm256_maddubs_epi16(hi[i], x1));
