@@ -243,6 +243,38 @@ class QuantizedActivations {
   bool saved_;
 };
 
+// Repacked weights (groups of eight rows interleaved) give bit for bit what the original rows give,
+// for every count of rows (a last group padded with repeats) and of activation rows.
+TEST(CpuQdot, RepackedRowsGiveTheSameBits) {
+  bool any = false;
+  for (DType t : {DType::kQ4_0, DType::kQ4_1}) {
+    if (!qdot::packs(t)) continue;
+    any = true;
+    std::mt19937 rng(static_cast<unsigned>(static_cast<int>(t) + 40));
+    const int64_t k = 96;
+    const int64_t blocks = k / qdot::kBlock;
+    for (int64_t n : {1, 5, 8, 13, 24}) {
+      const auto w = random_weight(rng, t, n, k);
+      const uint64_t row_bytes = *dtype_row_bytes(t, k);
+      std::vector<uint8_t> packed(static_cast<size_t>((n + 7) / 8) * qdot::packed_group_bytes(t, blocks));
+      qdot::pack_rows8(t, w.data(), row_bytes, n, blocks, packed.data());
+      for (int64_t m : {1, 2, 3, 4, 5, 9}) {
+        const auto x = random_floats(rng, static_cast<size_t>(m * k));
+        std::vector<qdot::ActBlock> xq(static_cast<size_t>(m * blocks));
+        for (int64_t r = 0; r < m; ++r)
+          qdot::quantize_row(x.data() + r * k, xq.data() + r * blocks, k);
+        std::vector<float> want(static_cast<size_t>(m * n), -1.0f);
+        std::vector<float> got(static_cast<size_t>(m * n), -2.0f);
+        qdot::dot_rows(t, w.data(), row_bytes, n, xq.data(), blocks, m, want.data(), n);
+        qdot::dot_rows_packed(t, packed.data(), n, xq.data(), blocks, m, got.data(), n);
+        EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
+            << dtype_name(t) << " n " << n << " m " << m;
+      }
+    }
+  }
+  if (!any) GTEST_SKIP() << "this CPU has no repacked kernels (AVX2 is required)";
+}
+
 Tensor host_tensor(const Shape& shape, DType dtype, const void* data, size_t bytes) {
   Tensor t = Tensor::empty(shape, dtype);
   std::memcpy(t.raw_data(), data, bytes);

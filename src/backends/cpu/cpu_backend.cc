@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "backends/cpu/quant/dequantize.h"
@@ -9,9 +10,15 @@
 
 namespace pagoda::cpu {
 
-CpuBackend::CpuBackend(int num_threads) : pool_(num_threads > 0 ? num_threads : available_cpus()), ops_(pool_) {}
+CpuBackend::CpuBackend(int num_threads) : pool_(num_threads > 0 ? num_threads : available_cpus()), ops_(pool_) {
+  if (HostPool::enabled()) {
+    // Idle buffers kept for reuse: a long prompt step's activations, a small share of memory.
+    buffers_ = std::make_shared<HostPool>(std::min<uint64_t>(total_memory() / 16, uint64_t{256} << 20));
+  }
+}
 
 std::shared_ptr<Storage> CpuBackend::allocate(uint64_t nbytes) {
+  if (buffers_ != nullptr && nbytes >= HostPool::kMinPooledBytes) return buffers_->allocate(nbytes);
   return make_host_storage(nbytes);
 }
 

@@ -14,6 +14,8 @@
 #include <string>
 
 #include "backend/backend.h"
+#include "backends/cpu/host_pool.h"
+#include "backends/cpu/quant/packed_weights.h"
 #include "backends/cpu/thread_pool.h"
 
 namespace pagoda::cpu {
@@ -25,6 +27,7 @@ class CpuOps final : public BackendOps {
   // See CpuBackend::set_quantized_activations.
   void set_quantized_activations(bool on) { quantize_activations_ = on; }
   [[nodiscard]] bool quantized_activations() const { return quantize_activations_; }
+  [[nodiscard]] PackedWeights& packed_weights() { return packed_; }
 
   void embedding(Tensor& out, const Tensor& ids, const Tensor& table) override;
   void rms_norm(Tensor& out, const Tensor& x, const Tensor& weight, float eps, float weight_offset) override;
@@ -58,6 +61,7 @@ class CpuOps final : public BackendOps {
  private:
   ThreadPool& pool_;
   bool quantize_activations_ = false;
+  PackedWeights packed_;  // repacked weights of the integer path
 };
 
 class CpuBackend final : public Backend {
@@ -76,6 +80,8 @@ class CpuBackend final : public Backend {
   [[nodiscard]] BackendOps& ops() override { return ops_; }
 
   [[nodiscard]] ThreadPool& pool() { return pool_; }
+  // The reuse list of large buffers (host_pool.h); null when pooling is off.
+  [[nodiscard]] HostPool* buffer_pool() { return buffers_.get(); }
 
   // Off (the default): matmul over quantized weights dequantizes them and computes in float32,
   // agreeing with a float reference to rounding. On: activations are quantized to 8 bits per
@@ -84,10 +90,13 @@ class CpuBackend final : public Backend {
   // independent of the batch either way. Set it before running, not while ops run.
   void set_quantized_activations(bool on) { ops_.set_quantized_activations(on); }
   [[nodiscard]] bool quantized_activations() const { return ops_.quantized_activations(); }
+  // Repacked copies of mapped weights for the integer path (quant/packed_weights.h).
+  [[nodiscard]] PackedWeights& packed_weights() { return ops_.packed_weights(); }
 
  private:
   ThreadPool pool_;
   CpuOps ops_;
+  std::shared_ptr<HostPool> buffers_;
 };
 
 // The process-wide CPU backend (created on first use).

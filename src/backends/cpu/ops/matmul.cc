@@ -48,7 +48,7 @@ void add_bias(const float* bias, int64_t j0, int64_t rows, int64_t count, float*
 }
 
 void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const uint8_t* w, DType wtype, int64_t n,
-               int64_t k, const float* bias, float* out, int64_t ldo) {
+               int64_t k, const float* bias, float* out, int64_t ldo, const uint8_t* packed) {
   const uint64_t row_bytes = *dtype_row_bytes(wtype, k);
   const int64_t blocks = k / qdot::kBlock;
   std::vector<qdot::ActBlock> xq(static_cast<size_t>(m * blocks));
@@ -63,6 +63,7 @@ void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const u
       std::clamp<int64_t>(static_cast<int64_t>(16384 / std::max<uint64_t>(1, row_bytes)), 8, 32) & ~int64_t{7};
   const int64_t tiles = (n + tile - 1) / tile;
   const int64_t row_blocks = (m + kRowBlock - 1) / kRowBlock;
+  const uint64_t group_bytes = packed != nullptr ? qdot::packed_group_bytes(wtype, blocks) : 0;
   pool.parallel_for(tiles * row_blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t t = task / row_blocks;
@@ -72,8 +73,13 @@ void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const u
       const int64_t i0 = rb * kRowBlock;
       const int64_t count = std::min(kRowBlock, m - i0);
       float* o = out + i0 * ldo + j0;
-      qdot::dot_rows(wtype, w + static_cast<uint64_t>(j0) * row_bytes, row_bytes, rows, xq.data() + i0 * blocks, blocks,
-                     count, o, ldo);
+      if (packed != nullptr) {  // j0 is a multiple of eight: the start of a packed group
+        qdot::dot_rows_packed(wtype, packed + static_cast<uint64_t>(j0 / 8) * group_bytes, rows,
+                              xq.data() + i0 * blocks, blocks, count, o, ldo);
+      } else {
+        qdot::dot_rows(wtype, w + static_cast<uint64_t>(j0) * row_bytes, row_bytes, rows, xq.data() + i0 * blocks,
+                       blocks, count, o, ldo);
+      }
       add_bias(bias, j0, rows, count, o, ldo);
     }
   });
@@ -86,10 +92,10 @@ bool uses_int8_kernel(DType wtype, int64_t k) {
 }
 
 void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const void* w, DType wtype, int64_t n, int64_t k,
-          const float* bias, float* out, int64_t ldo, bool quantize_activations) {
+          const float* bias, float* out, int64_t ldo, bool quantize_activations, const uint8_t* packed) {
   if (m == 0 || n == 0) return;
   if (quantize_activations && uses_int8_kernel(wtype, k)) {
-    gemm_int8(pool, x, ldx, m, static_cast<const uint8_t*>(w), wtype, n, k, bias, out, ldo);
+    gemm_int8(pool, x, ldx, m, static_cast<const uint8_t*>(w), wtype, n, k, bias, out, ldo, packed);
     return;
   }
   if (k == 0) {
@@ -139,8 +145,10 @@ void CpuOps::matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Te
   const int64_t k = x.dim(-1);
   const int64_t n = weight.dim(0);
   const int64_t m = k == 0 ? out.numel() / std::max<int64_t>(1, n) : x.numel() / k;
+  const bool int8 = quantize_activations_ && uses_int8_kernel(weight.dtype(), k);
+  const uint8_t* packed = int8 ? packed_.get(weight, n, k) : nullptr;
   gemm(pool_, x.data<float>(), k, m, weight.raw_data(), weight.dtype(), n, k,
-       bias != nullptr ? bias->data<float>() : nullptr, out.data<float>(), n, quantize_activations_);
+       bias != nullptr ? bias->data<float>() : nullptr, out.data<float>(), n, quantize_activations_, packed);
 }
 
 }  // namespace pagoda::cpu

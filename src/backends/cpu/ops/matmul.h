@@ -13,9 +13,10 @@ namespace pagoda::cpu {
 // of out ldo floats apart; w holds n rows of k elements of `wtype` (any type dequantize_row
 // supports), each dtype_row_bytes(wtype, k) bytes, back to back. With `quantize_activations`,
 // weights that uses_int8_kernel() accepts are multiplied with 8-bit quantized activations in
-// integer arithmetic (see matmul.cc); other weights always take the float path.
+// integer arithmetic (see matmul.cc); other weights always take the float path. `packed`, when not
+// null, is w repacked by qdot::pack_rows8, which the integer path then reads instead of w.
 void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const void* w, DType wtype, int64_t n, int64_t k,
-          const float* bias, float* out, int64_t ldo, bool quantize_activations);
+          const float* bias, float* out, int64_t ldo, bool quantize_activations, const uint8_t* packed = nullptr);
 
 // Whether a (n, k) weight of `wtype` has an integer-dot kernel.
 [[nodiscard]] bool uses_int8_kernel(DType wtype, int64_t k);

@@ -3,8 +3,10 @@
 
 #include "backends/cpu/quant/qdot.h"
 
+#include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
 #include <limits>
 
 #include "backends/cpu/quant/block_layout.h"
@@ -218,6 +220,52 @@ void dot_rows(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const Ac
   }
 #endif
   dot_rows_scalar(t, w, row_bytes, n, x, blocks, m, out, ldo);
+}
+
+bool packs(DType t) {
+#if PAGODA_QDOT_HAS_AVX2
+  return use_avx2() && (t == DType::kQ4_0 || t == DType::kQ4_1);
+#else
+  (void)t;
+  return false;
+#endif
+}
+
+uint64_t packed_group_bytes(DType t, int64_t blocks) {
+  const uint64_t per_block = t == DType::kQ4_1 ? 160 : 144;  // scales (and minimums), 8 x 16 quants
+  return per_block * static_cast<uint64_t>(blocks);
+}
+
+void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t blocks, uint8_t* out) {
+  const bool q4_1 = t == DType::kQ4_1;
+  const int block_bytes = q4_1 ? layout::q4_1::kBytes : layout::q4_0::kBytes;
+  const int qs = q4_1 ? layout::q4_1::kQs : layout::q4_0::kQs;
+  const int head = q4_1 ? 32 : 16;  // the scales (and minimums) before the quants
+  const uint64_t per_block = packed_group_bytes(t, 1);
+  for (int64_t g = 0; g < (n + 7) / 8; ++g) {
+    for (int64_t b = 0; b < blocks; ++b) {
+      uint8_t* o = out + (static_cast<uint64_t>(g * blocks + b)) * per_block;
+      for (int i = 0; i < 8; ++i) {
+        const int64_t row = std::min<int64_t>(8 * g + i, n - 1);
+        const uint8_t* src = w + static_cast<uint64_t>(row) * row_bytes + static_cast<uint64_t>(b) * block_bytes;
+        std::memcpy(o + 2 * i, src, 2);                                    // d
+        if (q4_1) std::memcpy(o + 16 + 2 * i, src + layout::q4_1::kM, 2);  // m
+        std::memcpy(o + head + 32 * (i % 4) + 16 * (i / 4), src + qs, 16);
+      }
+    }
+  }
+}
+
+void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
+                     float* out, int64_t ldo) {
+#if PAGODA_QDOT_HAS_AVX2
+  if (packs(t)) {
+    dot_rows_packed_avx2(t, packed, n, x, blocks, m, out, ldo);
+    return;
+  }
+#endif
+  (void)packed, (void)n, (void)x, (void)blocks, (void)m, (void)out, (void)ldo;
+  std::abort();  // callers check packs() first
 }
 
 const char* kernel_name() {

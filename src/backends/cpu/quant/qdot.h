@@ -48,6 +48,26 @@ void dot_rows(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const Ac
 void dot_rows_scalar(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const ActBlock* x, int64_t blocks,
                      int64_t m, float* out, int64_t ldo);
 
+// Repacked weights. For Q4_0 and Q4_1 the AVX2 kernels also take a weight repacked in groups of
+// eight rows, interleaved block by block: for each 32-element block, the eight rows' f16 scales d
+// (and for Q4_1 the eight minimums m) back to back, then the quants of rows i and i + 4 side by
+// side for i = 0..3 (144 bytes per block for Q4_0, 160 for Q4_1). One group's block is then one
+// contiguous run of loads instead of eight rows' scattered words, and the weight one stream. A
+// last group of fewer than eight rows repeats its last row. The results are bit for bit those of
+// dot_rows on the original rows: the same integer dots and float operations, only loaded
+// differently.
+//
+// Whether `t` can be repacked for this CPU's kernels.
+[[nodiscard]] bool packs(DType t);
+// Bytes of one group of eight rows of `blocks` blocks each.
+[[nodiscard]] uint64_t packed_group_bytes(DType t, int64_t blocks);
+// Repacks n rows (row j at w + j * row_bytes) into ceil(n / 8) * packed_group_bytes(t, blocks)
+// bytes at `out`.
+void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t blocks, uint8_t* out);
+// dot_rows on a repacked weight: `packed` is the group that holds row 0 of the n rows.
+void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
+                     float* out, int64_t ldo);
+
 // Which kernel family dot_rows uses on this CPU ("avx2" or "scalar").
 [[nodiscard]] const char* kernel_name();
 

@@ -246,13 +246,18 @@ PAGODA_AVX2 inline __m256i words8(const uint8_t* const p[8], uint64_t off) {
 // shift and two masks unpack two rows, and the products with the activation's two halves (each
 // repeated in both 128-bit lanes) add up in int16 (at most 2 * 2 * 15 * 127). The pairing makes the
 // reduction's lanes come out in row order.
-template <int R, bool kQ4_1>
+//
+// kPacked: the weight is repacked (qdot.h, pack_rows8) and `w` is its group; each block's scales,
+// minimums and quants are then plain contiguous loads. Everything after the loads is the same.
+template <int R, bool kQ4_1, bool kPacked = false>
 PAGODA_AVX2 void tile_q4(const uint8_t* w, uint64_t row_bytes, int valid, const ActBlock* x, int64_t stride, int64_t nb,
                          float* out, int64_t ldo) {
   const uint8_t* p[8];
-  rows8(w, row_bytes, valid, p);
+  if constexpr (!kPacked) rows8(w, row_bytes, valid, p);
   constexpr int kBytes = kQ4_1 ? L::q4_1::kBytes : L::q4_0::kBytes;
   constexpr int kQs = kQ4_1 ? L::q4_1::kQs : L::q4_0::kQs;
+  constexpr int kHead = kQ4_1 ? 32 : 16;             // packed: scales (and minimums) first
+  constexpr uint64_t kPackedBlock = kHead + 8 * 16;  // packed bytes per block of the group
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   const __m256i ones = _mm256_set1_epi16(1);
   // (d, m) pairs of eight rows -> d0..d3 m0..m3 | d4..d7 m4..m7 within the 128-bit lanes
@@ -262,26 +267,39 @@ PAGODA_AVX2 void tile_q4(const uint8_t* w, uint64_t row_bytes, int valid, const 
   for (int r = 0; r < R; ++r)
     acc[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
-    const uint64_t off = static_cast<uint64_t>(b) * kBytes;
-    prefetch_next(w, row_bytes, 8 * off, 8 * kBytes);
     __m256i lo[4];
     __m256i hi[4];
-    for (int i = 0; i < 4; ++i) {
-      const __m256i v = _mm256_inserti128_si256(
-          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + off + kQs))),
-          _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i + 4] + off + kQs)), 1);
-      lo[i] = _mm256_and_si256(v, low4);
-      hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-    }
     __m256 dw;
     __m256 mw = _mm256_setzero_ps();
-    if constexpr (kQ4_1) {
-      // d0..d3 d4..d7 | m0..m3 m4..m7
-      const __m256i dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(words8(p, off), split), 0xd8);
-      dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
-      mw = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
+    if constexpr (kPacked) {
+      const uint8_t* g = w + static_cast<uint64_t>(b) * kPackedBlock;
+      for (uint64_t o = 0; o < kPackedBlock; o += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(g + 1024 + o), _MM_HINT_T0);
+      for (int i = 0; i < 4; ++i) {
+        const __m256i v = load32(g + kHead + 32 * i);  // rows i and i + 4
+        lo[i] = _mm256_and_si256(v, low4);
+        hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+      }
+      dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
+      if constexpr (kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16)));
     } else {
-      dw = halves8(p, off + L::q4_0::kD);
+      const uint64_t off = static_cast<uint64_t>(b) * kBytes;
+      prefetch_next(w, row_bytes, 8 * off, 8 * kBytes);
+      for (int i = 0; i < 4; ++i) {
+        const __m256i v = _mm256_inserti128_si256(
+            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + off + kQs))),
+            _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i + 4] + off + kQs)), 1);
+        lo[i] = _mm256_and_si256(v, low4);
+        hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+      }
+      if constexpr (kQ4_1) {
+        // d0..d3 d4..d7 | m0..m3 m4..m7
+        const __m256i dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(words8(p, off), split), 0xd8);
+        dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+        mw = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
+      } else {
+        dw = halves8(p, off + L::q4_0::kD);
+      }
     }
     for (int r = 0; r < R; ++r) {
       const ActBlock& a = x[r * stride + b];
@@ -519,6 +537,30 @@ PAGODA_AVX2 void quantize_row_avx2(const float* x, ActBlock* out, int64_t k) {
     o.d = d;
     o.qsum = _mm_cvtsi128_si32(s4);
     o.dsum = d * static_cast<float>(o.qsum);
+  }
+}
+
+void dot_rows_packed_avx2(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
+                          float* out, int64_t ldo) {
+  TileFn tiles[4];
+  if (t == DType::kQ4_1) {
+    tiles[0] = tile_q4<1, true, true>, tiles[1] = tile_q4<2, true, true>, tiles[2] = tile_q4<3, true, true>,
+    tiles[3] = tile_q4<4, true, true>;
+  } else if (t == DType::kQ4_0) {
+    tiles[0] = tile_q4<1, false, true>, tiles[1] = tile_q4<2, false, true>, tiles[2] = tile_q4<3, false, true>,
+    tiles[3] = tile_q4<4, false, true>;
+  } else {
+    std::abort();  // callers check packs() first
+  }
+  const uint64_t group = packed_group_bytes(t, blocks);
+  for (int64_t r0 = 0; r0 < m; r0 += 4) {
+    const auto rows = static_cast<int>(std::min<int64_t>(4, m - r0));
+    const TileFn fn = tiles[rows - 1];
+    for (int64_t j = 0; j < n; j += 8) {
+      const auto valid = static_cast<int>(std::min<int64_t>(8, n - j));
+      fn(packed + static_cast<uint64_t>(j / 8) * group, 0, valid, x + r0 * blocks, blocks, blocks, out + r0 * ldo + j,
+         ldo);
+    }
   }
 }
 

@@ -19,6 +19,8 @@ namespace pagoda::cpu::qdot {
 void quantize_row_avx2(const float* x, ActBlock* out, int64_t k);
 void dot_rows_avx2(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const ActBlock* x, int64_t blocks,
                    int64_t m, float* out, int64_t ldo);
+void dot_rows_packed_avx2(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
+                          float* out, int64_t ldo);
 #endif
 
 }  // namespace pagoda::cpu::qdot

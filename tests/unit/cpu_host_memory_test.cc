@@ -1,0 +1,139 @@
+// The CPU backend's memory beyond plain allocation: the reuse list of large buffers
+// (backends/cpu/host_pool.h) and the repacked copies of mapped weights for the integer matmul
+// (backends/cpu/quant/packed_weights.h).
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <random>
+#include <string>
+#include <vector>
+
+#include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/host_pool.h"
+#include "backends/cpu/quant/qdot.h"
+#include "core/mapped_file.h"
+#include "core/tensor.h"
+#include "ops/ops.h"
+
+namespace pagoda::cpu {
+namespace {
+
+TEST(CpuHostPool, SizeClassesWasteAtMostAnEighth) {
+  EXPECT_EQ(HostPool::size_class(1), 4096u);
+  EXPECT_EQ(HostPool::size_class(1 << 20), uint64_t{1} << 20);
+  EXPECT_EQ(HostPool::size_class((1 << 20) + 1), (uint64_t{1} << 20) + (uint64_t{1} << 17));  // 2 MiB / 16
+  for (uint64_t n : {uint64_t{300000}, uint64_t{6291456}, uint64_t{25165825}, uint64_t{1} << 33}) {
+    const uint64_t c = HostPool::size_class(n);
+    EXPECT_GE(c, n);
+    EXPECT_LE(c - n, n / 8 + 4096) << n;  // at most an eighth unused
+    EXPECT_EQ(c % 4096, 0u);
+  }
+}
+
+TEST(CpuHostPool, ReusesIdleBuffersAndKeepsTheCap) {
+  auto pool = std::make_shared<HostPool>(uint64_t{3} << 20);  // room for three idle MiB
+  void* first = nullptr;
+  {
+    auto a = pool->allocate(1 << 20);
+    first = a->data();
+    EXPECT_EQ(a->nbytes(), uint64_t{1} << 20);
+    std::memset(a->data(), 0x5a, a->nbytes());  // writable, whole
+  }
+  EXPECT_EQ(pool->stats().idle_buffers, 1u);
+  {
+    auto b = pool->allocate((1 << 20) - 100);  // the same size class: the same buffer again
+    EXPECT_EQ(b->data(), first);
+    EXPECT_EQ(pool->stats().reused, 1u);
+    EXPECT_EQ(pool->stats().idle_buffers, 0u);
+  }
+  {
+    // Four live MiB-buffers come back; only three fit the cap, the oldest goes.
+    std::vector<std::shared_ptr<Storage>> live;
+    for (int i = 0; i < 4; ++i)
+      live.push_back(pool->allocate(1 << 20));
+  }
+  EXPECT_EQ(pool->stats().idle_buffers, 3u);
+  EXPECT_EQ(pool->stats().idle_bytes, uint64_t{3} << 20);
+  {
+    auto big = pool->allocate(uint64_t{8} << 20);  // larger than the cap: never kept
+  }
+  EXPECT_EQ(pool->stats().idle_bytes, uint64_t{3} << 20);
+}
+
+TEST(CpuHostPool, BackendServesLargeTensorsFromIt) {
+  auto& b = cpu_backend();
+  HostPool* pool = b.buffer_pool();
+  if (pool == nullptr) GTEST_SKIP() << "pooling is off in this build (AddressSanitizer) or by PAGODA_CPU_POOL=0";
+  const auto before = pool->stats();
+  { Tensor t = empty_on(cpu_device(), Shape{1024, 1024}, DType::kF32); }
+  { Tensor t = empty_on(cpu_device(), Shape{1024, 1024}, DType::kF32); }
+  const auto after = pool->stats();
+  EXPECT_GE(after.reused + after.mapped, before.reused + before.mapped + 2);
+  EXPECT_GE(after.reused, before.reused + 1);
+}
+
+// A weight in a file mapping is repacked on its first int8 matmul, gives the same bits as the
+// same weight held in memory (not repacked), and its copy goes once the mapping's tensors are gone.
+TEST(CpuPackedWeights, MappedWeightsAreRepackedAndGiveTheSameBits) {
+  if (!qdot::packs(DType::kQ4_1)) GTEST_SKIP() << "this CPU has no repacked kernels (AVX2 is required)";
+  auto& backend = cpu_backend();
+  const bool saved = backend.quantized_activations();
+  backend.set_quantized_activations(true);
+  const int64_t n = 21, k = 128, m = 3;
+  const uint64_t bytes = *dtype_row_bytes(DType::kQ4_1, k) * n;
+  std::mt19937 rng(3);
+  std::vector<uint8_t> w(bytes);
+  for (auto& v : w)
+    v = static_cast<uint8_t>(rng());
+  for (uint64_t b = 0; b < bytes / 20; ++b) {  // finite scales and minimums: 0.01 and -0.02
+    const uint8_t dm[4] = {0x1f, 0x21, 0x1f, 0xa5};
+    std::memcpy(&w[b * 20], dm, 4);
+  }
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("pagoda_packed_" + std::to_string(::getpid()) + ".bin")).string();
+  {
+    std::ofstream f(path, std::ios::binary);
+    const std::vector<uint8_t> pad(100, 0);  // an unaligned start, as in a GGUF file
+    f.write(reinterpret_cast<const char*>(pad.data()), 100);
+    f.write(reinterpret_cast<const char*>(w.data()), static_cast<std::streamsize>(bytes));
+  }
+  Tensor x = Tensor::empty(Shape{m, k}, DType::kF32);
+  for (int64_t i = 0; i < m * k; ++i)
+    x.data<float>()[i] = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
+  Tensor in_memory = Tensor::empty(Shape{n, k}, DType::kQ4_1);
+  std::memcpy(in_memory.raw_data(), w.data(), bytes);
+  Tensor want = Tensor::empty(Shape{m, n}, DType::kF32);
+  const size_t copies = backend.packed_weights().size();
+  ops::matmul(want, x, in_memory);
+  EXPECT_EQ(backend.packed_weights().size(), copies) << "a weight in memory is not repacked";
+  {
+    const Tensor mapped =
+        Tensor::from_storage(map_file_storage(MappedFile::open(path), 100, bytes), 0, Shape{n, k}, DType::kQ4_1);
+    for (int round = 0; round < 2; ++round) {
+      Tensor got = Tensor::empty(Shape{m, n}, DType::kF32);
+      ops::matmul(got, x, mapped);
+      EXPECT_EQ(std::memcmp(got.raw_data(), want.raw_data(), static_cast<size_t>(m * n) * 4), 0) << round;
+    }
+    EXPECT_EQ(backend.packed_weights().size(), copies + 1);
+  }
+  // The mapping is gone; the next repacking drops its copy.
+  {
+    const Tensor again =
+        Tensor::from_storage(map_file_storage(MappedFile::open(path), 100, bytes), 0, Shape{n, k}, DType::kQ4_1);
+    Tensor got = Tensor::empty(Shape{m, n}, DType::kF32);
+    ops::matmul(got, x, again);
+    EXPECT_EQ(std::memcmp(got.raw_data(), want.raw_data(), static_cast<size_t>(m * n) * 4), 0);
+    EXPECT_EQ(backend.packed_weights().size(), copies + 1);
+  }
+  std::filesystem::remove(path);
+  backend.set_quantized_activations(saved);
+}
+
+}  // namespace
+}  // namespace pagoda::cpu
