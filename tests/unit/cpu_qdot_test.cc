@@ -7,7 +7,9 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <cstring>
+#include <iostream>
 #include <limits>
 #include <random>
 #include <string>
@@ -18,6 +20,7 @@
 #include "backends/cpu/quant/dequantize.h"
 #include "backends/cpu/quant/float_convert.h"
 #include "backends/cpu/quant/qdot.h"
+#include "backends/cpu/quant/qdot_vnni.h"
 #include "core/tensor.h"
 #include "ops/ops.h"
 
@@ -273,6 +276,24 @@ TEST(CpuQdot, RepackedRowsGiveTheSameBits) {
     }
   }
   if (!any) GTEST_SKIP() << "this CPU has no repacked kernels (AVX2 is required)";
+  std::cout << "[ NOTE     ] repacked kernels: " << qdot::packed_kernel_name() << "\n";
+}
+
+// Where the CPU has AVX-512 VNNI the repacked weights take those kernels (and the test above
+// holds them to the AVX2 in-place kernels' bits); PAGODA_CPU_ISA=avx2 keeps the AVX2 ones.
+TEST(CpuQdot, RepackedKernelsFollowTheCpu) {
+  const char* isa = std::getenv("PAGODA_CPU_ISA");
+  const bool forced_avx2 = isa != nullptr && std::string(isa) == "avx2";
+#if PAGODA_QDOT_HAS_AVX2
+  if (!qdot::qdot_cpu_has_vnni()) {
+    EXPECT_STREQ(qdot::packed_kernel_name(), qdot::qdot_cpu_has_avx2() ? "avx2" : "none");
+    GTEST_SKIP() << "this CPU has no AVX-512 VNNI: the repacked kernels are the AVX2 ones (checked)";
+  }
+  EXPECT_STREQ(qdot::packed_kernel_name(), forced_avx2 ? "avx2" : "avx512-vnni");
+#else
+  (void)forced_avx2;
+  GTEST_SKIP() << "not an x86-64 build: no repacked kernels";
+#endif
 }
 
 Tensor host_tensor(const Shape& shape, DType dtype, const void* data, size_t bytes) {

@@ -8,9 +8,11 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <string>
 
 #include "backends/cpu/quant/block_layout.h"
 #include "backends/cpu/quant/qdot_avx2.h"
+#include "backends/cpu/quant/qdot_vnni.h"
 
 namespace pagoda::cpu::qdot {
 
@@ -189,6 +191,20 @@ bool use_avx2() {
 #endif
 }
 
+// The AVX-512 VNNI kernels for repacked weights, unless PAGODA_CPU_ISA=avx2 asks for the AVX2
+// ones (for comparing the two on one machine).
+bool use_vnni() {
+#if PAGODA_QDOT_HAS_AVX2
+  static const bool vnni = [] {
+    const char* isa = std::getenv("PAGODA_CPU_ISA");
+    return qdot_cpu_has_vnni() && (isa == nullptr || std::string(isa) != "avx2");
+  }();
+  return vnni;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 void dot_rows_scalar(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const ActBlock* x, int64_t blocks,
@@ -260,12 +276,20 @@ void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* 
                      float* out, int64_t ldo) {
 #if PAGODA_QDOT_HAS_AVX2
   if (packs(t)) {
-    dot_rows_packed_avx2(t, packed, n, x, blocks, m, out, ldo);
+    if (use_vnni()) {
+      dot_rows_packed_vnni(t, packed, n, x, blocks, m, out, ldo);
+    } else {
+      dot_rows_packed_avx2(t, packed, n, x, blocks, m, out, ldo);
+    }
     return;
   }
 #endif
   (void)packed, (void)n, (void)x, (void)blocks, (void)m, (void)out, (void)ldo;
   std::abort();  // callers check packs() first
+}
+
+const char* packed_kernel_name() {
+  return use_vnni() ? "avx512-vnni" : use_avx2() ? "avx2" : "none";
 }
 
 const char* kernel_name() {

@@ -70,5 +70,8 @@ void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* 
 
 // Which kernel family dot_rows uses on this CPU ("avx2" or "scalar").
 [[nodiscard]] const char* kernel_name();
+// Which one dot_rows_packed uses: "avx512-vnni" (AVX-512 VNNI present, PAGODA_CPU_ISA not avx2),
+// "avx2", or "none" (no repacking on this CPU).
+[[nodiscard]] const char* packed_kernel_name();
 
 }  // namespace pagoda::cpu::qdot

@@ -1,0 +1,103 @@
+#include "backends/cpu/quant/qdot_vnni.h"
+
+#if PAGODA_QDOT_HAS_AVX2
+
+#include <immintrin.h>
+
+#include <algorithm>
+#include <cstdlib>
+
+#define PAGODA_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+
+namespace pagoda::cpu::qdot {
+namespace {
+
+PAGODA_VNNI inline __m256i half_twice(const void* p) {
+  return _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p)));
+}
+
+// Repacked Q4_0 / Q4_1 (see tile_q4 in qdot_avx2.cc for the layout and the float part, which this
+// repeats instruction for instruction). Lane i of the block's integer vector is weight row i's
+// exact block dot: rows i and i + 4 share a vector, each 128-bit half accumulating its row's 32
+// products in four int32 lanes, and three horizontal additions leave rows 0..7 in order.
+template <int R, bool kQ4_1>
+PAGODA_VNNI void tile_q4_vnni(const uint8_t* w, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
+                              int64_t ldo) {
+  constexpr int kHead = kQ4_1 ? 32 : 16;
+  constexpr uint64_t kPackedBlock = kHead + 8 * 16;
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i zero = _mm256_setzero_si256();
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* g = w + static_cast<uint64_t>(b) * kPackedBlock;
+    for (uint64_t o = 0; o < kPackedBlock; o += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(g + 1024 + o), _MM_HINT_T0);
+    __m256i lo[4];
+    __m256i hi[4];
+    for (int i = 0; i < 4; ++i) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kHead + 32 * i));
+      lo[i] = _mm256_and_si256(v, low4);
+      hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
+    __m256 mw = _mm256_setzero_ps();
+    if constexpr (kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16)));
+    for (int r = 0; r < R; ++r) {
+      const ActBlock& a = x[r * stride + b];
+      const __m256i x0 = half_twice(a.q);
+      const __m256i x1 = half_twice(a.q + 16);
+      __m256i s4[4];
+      for (int i = 0; i < 4; ++i)
+        s4[i] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, lo[i], x0), hi[i], x1);
+      __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[0], s4[1]), _mm256_hadd_epi32(s4[2], s4[3]));
+      if constexpr (!kQ4_1) s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.qsum));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
+      if constexpr (kQ4_1) acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.dsum), acc[r]);
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    alignas(32) float tmp[8];
+    _mm256_store_ps(tmp, acc[r]);
+    for (int i = 0; i < valid; ++i)
+      out[r * ldo + i] = tmp[i];
+  }
+}
+
+using TileFn = void (*)(const uint8_t*, int, const ActBlock*, int64_t, int64_t, float*, int64_t);
+
+}  // namespace
+
+bool qdot_cpu_has_vnni() {
+  return qdot_cpu_has_avx2() && __builtin_cpu_supports("avx512f") != 0 && __builtin_cpu_supports("avx512bw") != 0 &&
+         __builtin_cpu_supports("avx512vl") != 0 && __builtin_cpu_supports("avx512vnni") != 0;
+}
+
+void dot_rows_packed_vnni(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
+                          float* out, int64_t ldo) {
+  TileFn tiles[4];
+  if (t == DType::kQ4_1) {
+    tiles[0] = tile_q4_vnni<1, true>, tiles[1] = tile_q4_vnni<2, true>, tiles[2] = tile_q4_vnni<3, true>,
+    tiles[3] = tile_q4_vnni<4, true>;
+  } else if (t == DType::kQ4_0) {
+    tiles[0] = tile_q4_vnni<1, false>, tiles[1] = tile_q4_vnni<2, false>, tiles[2] = tile_q4_vnni<3, false>,
+    tiles[3] = tile_q4_vnni<4, false>;
+  } else {
+    std::abort();  // callers check packs() first
+  }
+  const uint64_t group = packed_group_bytes(t, blocks);
+  for (int64_t r0 = 0; r0 < m; r0 += 4) {
+    const auto rows = static_cast<int>(std::min<int64_t>(4, m - r0));
+    const TileFn fn = tiles[rows - 1];
+    for (int64_t j = 0; j < n; j += 8) {
+      const auto valid = static_cast<int>(std::min<int64_t>(8, n - j));
+      fn(packed + static_cast<uint64_t>(j / 8) * group, valid, x + r0 * blocks, blocks, blocks, out + r0 * ldo + j,
+         ldo);
+    }
+  }
+}
+
+}  // namespace pagoda::cpu::qdot
+
+#endif  // PAGODA_QDOT_HAS_AVX2

@@ -1,0 +1,23 @@
+#pragma once
+
+// AVX-512 VNNI versions of the repacked Q4_0 / Q4_1 kernels (qdot.h, dot_rows_packed), on 256-bit
+// vectors (AVX512VL). `vpdpbusd` multiplies unsigned weight bytes with signed activation bytes and
+// adds groups of four products straight into int32 lanes, replacing the AVX2 kernel's
+// multiply-add to int16, the int16 additions and the widening multiply-add. The integer block dots
+// are exact either way and the float work is the same instructions in the same order, so the
+// results are bit for bit those of the AVX2 kernels. Call them only when qdot_cpu_has_vnni().
+
+#include <cstdint>
+
+#include "backends/cpu/quant/qdot.h"
+#include "backends/cpu/quant/qdot_avx2.h"
+
+namespace pagoda::cpu::qdot {
+
+#if PAGODA_QDOT_HAS_AVX2
+[[nodiscard]] bool qdot_cpu_has_vnni();
+void dot_rows_packed_vnni(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
+                          float* out, int64_t ldo);
+#endif
+
+}  // namespace pagoda::cpu::qdot
