@@ -41,20 +41,6 @@ PAGODA_AVX2 inline float half(const uint8_t* p) {
   return _cvtsh_ss(L::read_u16(p));
 }
 
-PAGODA_AVX2 inline float fma_ss(float a, float b, float c) {
-  return _mm_cvtss_f32(_mm_fmadd_ss(_mm_set_ss(a), _mm_set_ss(b), _mm_set_ss(c)));
-}
-
-// Eight int32 sums of the pairwise int16 products, as floats.
-PAGODA_AVX2 inline __m256 pairs_to_ps(__m256i p16) {
-  return _mm256_cvtepi32_ps(_mm256_madd_epi16(p16, _mm256_set1_epi16(1)));
-}
-
-// unsigned weight bytes x signed activation bytes
-PAGODA_AVX2 inline __m256 dot_us(__m256i wu, __m256i x) {
-  return pairs_to_ps(_mm256_maddubs_epi16(wu, x));
-}
-
 // signed weight bytes (|w| <= 127 or -128 never met with x = -128) x signed activation bytes
 PAGODA_AVX2 inline __m256i mul_ss16(__m256i ws, __m256i x) {
   return _mm256_maddubs_epi16(_mm256_sign_epi8(ws, ws), _mm256_sign_epi8(x, ws));
@@ -67,22 +53,6 @@ PAGODA_AVX2 inline __m256i load32(const void* p) {
 // 16 bytes in both 128-bit lanes: one broadcast load, no shuffle-port work.
 PAGODA_AVX2 inline __m256i half_twice(const void* p) {
   return _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p)));
-}
-
-// 16 bytes of packed nibbles -> 32 bytes: the low nibbles (elements 0-15), then the high ones.
-PAGODA_AVX2 inline __m256i unpack_nibbles16(const uint8_t* qs) {
-  const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs));
-  const __m256i both = _mm256_set_m128i(_mm_srli_epi16(v, 4), v);
-  return _mm256_and_si256(both, _mm256_set1_epi8(0x0f));
-}
-
-// Byte e is 0xff when bit e of `bits` is set, else 0.
-PAGODA_AVX2 inline __m256i bits_to_bytes(uint32_t bits) {
-  const __m256i spread = _mm256_shuffle_epi8(
-      _mm256_set1_epi32(static_cast<int>(bits)),
-      _mm256_setr_epi8(0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3, 3, 3, 3, 3, 3, 3, 3));
-  const __m256i select = _mm256_set1_epi64x(static_cast<int64_t>(0x8040201008040201ULL));
-  return _mm256_cmpeq_epi8(_mm256_and_si256(spread, select), select);
 }
 
 template <int R>
@@ -181,19 +151,6 @@ PAGODA_AVX2 inline __m256i reduce8_small(const __m256i m[8]) {
   const __m256i all = _mm256_hadd_epi16(ab, cd);  // m0 .. m7, once per half
   return _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(all)),
                           _mm256_cvtepi16_epi32(_mm256_extracti128_si256(all, 1)));
-}
-
-// The same for lanes of at most 8191 (5-bit unsigned weights: 2 * 31 * 127): two int16 levels,
-// then int32.
-PAGODA_AVX2 inline __m256i reduce8_mid(const __m256i m[8]) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i a = _mm256_hadd_epi16(m[0], m[1]);
-  const __m256i b = _mm256_hadd_epi16(m[2], m[3]);
-  const __m256i c = _mm256_hadd_epi16(m[4], m[5]);
-  const __m256i d = _mm256_hadd_epi16(m[6], m[7]);
-  const __m256i ab = _mm256_madd_epi16(_mm256_hadd_epi16(a, b), ones);  // m0 .. m3 per half
-  const __m256i cd = _mm256_madd_epi16(_mm256_hadd_epi16(c, d), ones);  // m4 .. m7 per half
-  return _mm256_add_epi32(_mm256_permute2x128_si256(ab, cd, 0x20), _mm256_permute2x128_si256(ab, cd, 0x31));
 }
 
 // The same for any int16 lanes (signed 8-bit weights): widened to int32 first.
