@@ -33,8 +33,11 @@ std::shared_ptr<uint8_t> map_anonymous(uint64_t bytes) {
 }  // namespace
 
 bool repacking_enabled() {
-  const char* env = std::getenv("PAGODA_CPU_REPACK");
-  return env == nullptr || std::string(env) != "0";
+  static const bool enabled = [] {  // read once: get() runs for every matmul
+    const char* env = std::getenv("PAGODA_CPU_REPACK");
+    return env == nullptr || std::string(env) != "0";
+  }();
+  return enabled;
 }
 
 const uint8_t* PackedWeights::get(const Tensor& weight, int64_t n, int64_t k) {

@@ -276,10 +276,20 @@ void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* 
                      float* out, int64_t ldo) {
 #if PAGODA_QDOT_HAS_AVX2
   if (packs(t)) {
+    PackedTileFn tiles[4];
     if (use_vnni()) {
-      dot_rows_packed_vnni(t, packed, n, x, blocks, m, out, ldo);
+      packed_tiles_vnni(t, tiles);
     } else {
-      dot_rows_packed_avx2(t, packed, n, x, blocks, m, out, ldo);
+      packed_tiles_avx2(t, tiles);
+    }
+    // Groups of four activation rows against each group of eight weight rows.
+    const uint64_t group = packed_group_bytes(t, blocks);
+    for (int64_t r0 = 0; r0 < m; r0 += 4) {
+      const PackedTileFn fn = tiles[std::min<int64_t>(4, m - r0) - 1];
+      for (int64_t j = 0; j < n; j += 8) {
+        fn(packed + static_cast<uint64_t>(j / 8) * group, static_cast<int>(std::min<int64_t>(8, n - j)),
+           x + r0 * blocks, blocks, blocks, out + r0 * ldo + j, ldo);
+      }
     }
     return;
   }

@@ -439,6 +439,13 @@ PAGODA_AVX2 void tile_q4_k(const uint8_t* w, uint64_t row_bytes, int valid, cons
 
 using TileFn = void (*)(const uint8_t*, uint64_t, int, const ActBlock*, int64_t, int64_t, float*, int64_t);
 
+// tile_q4 on a repacked group, as a PackedTileFn.
+template <int R, bool kQ4_1>
+PAGODA_AVX2 void packed_q4(const uint8_t* group, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
+                           int64_t ldo) {
+  tile_q4<R, kQ4_1, true>(group, 0, valid, x, stride, nb, out, ldo);
+}
+
 using RowsFn = void (*)(const uint8_t*, const ActBlock*, int64_t, int64_t, float*, int64_t);
 
 }  // namespace
@@ -497,27 +504,15 @@ PAGODA_AVX2 void quantize_row_avx2(const float* x, ActBlock* out, int64_t k) {
   }
 }
 
-void dot_rows_packed_avx2(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
-                          float* out, int64_t ldo) {
-  TileFn tiles[4];
+void packed_tiles_avx2(DType t, PackedTileFn tiles[4]) {
   if (t == DType::kQ4_1) {
-    tiles[0] = tile_q4<1, true, true>, tiles[1] = tile_q4<2, true, true>, tiles[2] = tile_q4<3, true, true>,
-    tiles[3] = tile_q4<4, true, true>;
+    tiles[0] = packed_q4<1, true>, tiles[1] = packed_q4<2, true>, tiles[2] = packed_q4<3, true>,
+    tiles[3] = packed_q4<4, true>;
   } else if (t == DType::kQ4_0) {
-    tiles[0] = tile_q4<1, false, true>, tiles[1] = tile_q4<2, false, true>, tiles[2] = tile_q4<3, false, true>,
-    tiles[3] = tile_q4<4, false, true>;
+    tiles[0] = packed_q4<1, false>, tiles[1] = packed_q4<2, false>, tiles[2] = packed_q4<3, false>,
+    tiles[3] = packed_q4<4, false>;
   } else {
     std::abort();  // callers check packs() first
-  }
-  const uint64_t group = packed_group_bytes(t, blocks);
-  for (int64_t r0 = 0; r0 < m; r0 += 4) {
-    const auto rows = static_cast<int>(std::min<int64_t>(4, m - r0));
-    const TileFn fn = tiles[rows - 1];
-    for (int64_t j = 0; j < n; j += 8) {
-      const auto valid = static_cast<int>(std::min<int64_t>(8, n - j));
-      fn(packed + static_cast<uint64_t>(j / 8) * group, 0, valid, x + r0 * blocks, blocks, blocks, out + r0 * ldo + j,
-         ldo);
-    }
   }
 }
 

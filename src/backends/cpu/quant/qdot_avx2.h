@@ -19,8 +19,12 @@ namespace pagoda::cpu::qdot {
 void quantize_row_avx2(const float* x, ActBlock* out, int64_t k);
 void dot_rows_avx2(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const ActBlock* x, int64_t blocks,
                    int64_t m, float* out, int64_t ldo);
-void dot_rows_packed_avx2(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
-                          float* out, int64_t ldo);
+// A kernel on repacked weights (qdot.h, pack_rows8): one group of eight weight rows (`valid` of
+// them real) against 1..4 activation rows, row r at x + r * stride, out[r * ldo + i] for i < valid.
+using PackedTileFn = void (*)(const uint8_t* group, int valid, const ActBlock* x, int64_t stride, int64_t blocks,
+                              float* out, int64_t ldo);
+// The AVX2 kernels for 1, 2, 3 and 4 activation rows of repacked Q4_0 or Q4_1.
+void packed_tiles_avx2(DType t, PackedTileFn tiles[4]);
 #endif
 
 }  // namespace pagoda::cpu::qdot

@@ -4,7 +4,6 @@
 
 #include <immintrin.h>
 
-#include <algorithm>
 #include <cstdlib>
 
 #define PAGODA_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
@@ -65,8 +64,6 @@ PAGODA_VNNI void tile_q4_vnni(const uint8_t* w, int valid, const ActBlock* x, in
   }
 }
 
-using TileFn = void (*)(const uint8_t*, int, const ActBlock*, int64_t, int64_t, float*, int64_t);
-
 }  // namespace
 
 bool qdot_cpu_has_vnni() {
@@ -74,9 +71,7 @@ bool qdot_cpu_has_vnni() {
          __builtin_cpu_supports("avx512vl") != 0 && __builtin_cpu_supports("avx512vnni") != 0;
 }
 
-void dot_rows_packed_vnni(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
-                          float* out, int64_t ldo) {
-  TileFn tiles[4];
+void packed_tiles_vnni(DType t, PackedTileFn tiles[4]) {
   if (t == DType::kQ4_1) {
     tiles[0] = tile_q4_vnni<1, true>, tiles[1] = tile_q4_vnni<2, true>, tiles[2] = tile_q4_vnni<3, true>,
     tiles[3] = tile_q4_vnni<4, true>;
@@ -85,16 +80,6 @@ void dot_rows_packed_vnni(DType t, const uint8_t* packed, int64_t n, const ActBl
     tiles[3] = tile_q4_vnni<4, false>;
   } else {
     std::abort();  // callers check packs() first
-  }
-  const uint64_t group = packed_group_bytes(t, blocks);
-  for (int64_t r0 = 0; r0 < m; r0 += 4) {
-    const auto rows = static_cast<int>(std::min<int64_t>(4, m - r0));
-    const TileFn fn = tiles[rows - 1];
-    for (int64_t j = 0; j < n; j += 8) {
-      const auto valid = static_cast<int>(std::min<int64_t>(8, n - j));
-      fn(packed + static_cast<uint64_t>(j / 8) * group, valid, x + r0 * blocks, blocks, blocks, out + r0 * ldo + j,
-         ldo);
-    }
   }
 }
 

@@ -16,8 +16,8 @@ namespace pagoda::cpu::qdot {
 
 #if PAGODA_QDOT_HAS_AVX2
 [[nodiscard]] bool qdot_cpu_has_vnni();
-void dot_rows_packed_vnni(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
-                          float* out, int64_t ldo);
+// The VNNI kernels for 1, 2, 3 and 4 activation rows of repacked Q4_0 or Q4_1.
+void packed_tiles_vnni(DType t, PackedTileFn tiles[4]);
 #endif
 
 }  // namespace pagoda::cpu::qdot
