@@ -84,12 +84,18 @@ ParseResult RequestParser::parse(std::string_view input, HttpRequest& out) {
   if (head_len_ == 0) {
     const size_t from = scanned_ >= 3 ? scanned_ - 3 : 0;
     const size_t end = input.find("\r\n\r\n", from);
+    // The request line's length is judged first and from what it is known to be at least, so a
+    // head that arrives in pieces gets the same answer as one that arrives whole: a trailing CR
+    // may still be the start of the line's CRLF.
+    const size_t line_end = input.find("\r\n");
+    const size_t line_len = line_end != std::string_view::npos ? line_end
+                            : input.ends_with('\r')            ? input.size() - 1
+                                                               : input.size();
+    if (line_len > limits_.max_request_line) {
+      return error(414, fmt::format("request line longer than {} bytes", limits_.max_request_line));
+    }
     if (end == std::string_view::npos) {
       scanned_ = input.size();
-      const size_t line_end = input.find("\r\n");
-      if ((line_end == std::string_view::npos ? input.size() : line_end) > limits_.max_request_line) {
-        return error(414, fmt::format("request line longer than {} bytes", limits_.max_request_line));
-      }
       if (input.size() > limits_.max_head_bytes) {
         return error(431, fmt::format("request head longer than {} bytes", limits_.max_head_bytes));
       }

@@ -102,6 +102,32 @@ TEST(ServerHttpTest, LimitsGiveTheirStatus) {
   EXPECT_EQ(parse_once("POST / HTTP/1.1\r\nContent-Length: -1\r\n\r\n", l).http_status, 400);
 }
 
+// A head cut anywhere gets the same answer as the whole head: a request line exactly at the limit
+// followed by a cut after its CR is not yet too long, and a line over the limit inside a head
+// over the limit is reported as the line, as it is when the line arrives on its own.
+TEST(ServerHttpTest, LimitsDoNotDependOnWhereTheInputIsCut) {
+  HttpLimits l;
+  l.max_request_line = 64;
+  l.max_head_bytes = 256;
+  const std::string at_limit = "GET /" + std::string(64 - 14, 'a') + " HTTP/1.1";
+  ASSERT_EQ(at_limit.size(), 64u);
+  const std::string over = "GET /" + std::string(400, 'a') + " HTTP/1.1";
+  for (const std::string& head : {at_limit + "\r\n\r\n", "GET /" + std::string(64, 'a') + "\r\n\r\n",
+                                  over + "\r\n\r\n", std::string(300, 'x') + "\r\n\r\n"}) {
+    const ParseResult whole = parse_once(head, l);
+    for (size_t cut = 1; cut < head.size(); ++cut) {
+      RequestParser p(l);
+      HttpRequest req;
+      ParseResult first = p.parse(std::string_view(head).substr(0, cut), req);
+      if (first.status == Status::kIncomplete) first = p.parse(head, req);
+      EXPECT_EQ(first.status, whole.status) << "cut at " << cut << " of " << head.size();
+      EXPECT_EQ(first.http_status, whole.http_status) << "cut at " << cut << " of " << head.size();
+    }
+  }
+  EXPECT_EQ(parse_once(at_limit + "\r\n\r\n", l).status, Status::kComplete);
+  EXPECT_EQ(parse_once(over + "\r\n\r\n", l).http_status, 414);
+}
+
 TEST(ServerHttpTest, MalformedHeadsAreRefused) {
   EXPECT_EQ(parse_once("GET /\r\n\r\n").http_status, 400);
   EXPECT_EQ(parse_once("GET  / HTTP/1.1\r\n\r\n").http_status, 400);
