@@ -266,7 +266,8 @@ void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_
         const uint8_t* src = w + static_cast<uint64_t>(row) * row_bytes + static_cast<uint64_t>(b) * block_bytes;
         std::memcpy(o + 2 * i, src, 2);                                    // d
         if (q4_1) std::memcpy(o + 16 + 2 * i, src + layout::q4_1::kM, 2);  // m
-        std::memcpy(o + head + 32 * (i % 4) + 16 * (i / 4), src + qs, 16);
+        for (int j = 0; j < 4; ++j)  // quant bytes 4j..4j+3 of the eight rows form vector j
+          std::memcpy(o + head + 32 * j + 4 * i, src + qs + 4 * j, 4);
       }
     }
   }

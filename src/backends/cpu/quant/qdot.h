@@ -50,12 +50,13 @@ void dot_rows_scalar(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, c
 
 // Repacked weights. For Q4_0 and Q4_1 the AVX2 kernels also take a weight repacked in groups of
 // eight rows, interleaved block by block: for each 32-element block, the eight rows' f16 scales d
-// (and for Q4_1 the eight minimums m) back to back, then the quants of rows i and i + 4 side by
-// side for i = 0..3 (144 bytes per block for Q4_0, 160 for Q4_1). One group's block is then one
-// contiguous run of loads instead of eight rows' scattered words, and the weight one stream. A
-// last group of fewer than eight rows repeats its last row. The results are bit for bit those of
-// dot_rows on the original rows: the same integer dots and float operations, only loaded
-// differently.
+// (and for Q4_1 the eight minimums m) back to back, then four 32-byte vectors whose vector j holds
+// quant bytes 4j..4j+3 of rows 0..7 in turn (144 bytes per block for Q4_0, 160 for Q4_1). Each
+// 32-bit lane of a vector thus belongs to one output row: the kernels multiply it with four
+// activation bytes broadcast to every lane and add up in the lane, with no horizontal reduction,
+// and a group's block is one contiguous run of loads, the weight one stream. A last group of
+// fewer than eight rows repeats its last row. The results are bit for bit those of dot_rows on
+// the original rows: the same exact integer block dots and the same float operations.
 //
 // Whether `t` can be repacked for this CPU's kernels.
 [[nodiscard]] bool packs(DType t);

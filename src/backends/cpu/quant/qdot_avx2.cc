@@ -203,18 +203,13 @@ PAGODA_AVX2 inline __m256i words8(const uint8_t* const p[8], uint64_t off) {
 // shift and two masks unpack two rows, and the products with the activation's two halves (each
 // repeated in both 128-bit lanes) add up in int16 (at most 2 * 2 * 15 * 127). The pairing makes the
 // reduction's lanes come out in row order.
-//
-// kPacked: the weight is repacked (qdot.h, pack_rows8) and `w` is its group; each block's scales,
-// minimums and quants are then plain contiguous loads. Everything after the loads is the same.
-template <int R, bool kQ4_1, bool kPacked = false>
+template <int R, bool kQ4_1>
 PAGODA_AVX2 void tile_q4(const uint8_t* w, uint64_t row_bytes, int valid, const ActBlock* x, int64_t stride, int64_t nb,
                          float* out, int64_t ldo) {
   const uint8_t* p[8];
-  if constexpr (!kPacked) rows8(w, row_bytes, valid, p);
+  rows8(w, row_bytes, valid, p);
   constexpr int kBytes = kQ4_1 ? L::q4_1::kBytes : L::q4_0::kBytes;
   constexpr int kQs = kQ4_1 ? L::q4_1::kQs : L::q4_0::kQs;
-  constexpr int kHead = kQ4_1 ? 32 : 16;             // packed: scales (and minimums) first
-  constexpr uint64_t kPackedBlock = kHead + 8 * 16;  // packed bytes per block of the group
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   const __m256i ones = _mm256_set1_epi16(1);
   // (d, m) pairs of eight rows -> d0..d3 m0..m3 | d4..d7 m4..m7 within the 128-bit lanes
@@ -228,35 +223,22 @@ PAGODA_AVX2 void tile_q4(const uint8_t* w, uint64_t row_bytes, int valid, const 
     __m256i hi[4];
     __m256 dw;
     __m256 mw = _mm256_setzero_ps();
-    if constexpr (kPacked) {
-      const uint8_t* g = w + static_cast<uint64_t>(b) * kPackedBlock;
-      for (uint64_t o = 0; o < kPackedBlock; o += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(g + 1024 + o), _MM_HINT_T0);
-      for (int i = 0; i < 4; ++i) {
-        const __m256i v = load32(g + kHead + 32 * i);  // rows i and i + 4
-        lo[i] = _mm256_and_si256(v, low4);
-        hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-      }
-      dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
-      if constexpr (kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16)));
+    const uint64_t off = static_cast<uint64_t>(b) * kBytes;
+    prefetch_next(w, row_bytes, 8 * off, 8 * kBytes);
+    for (int i = 0; i < 4; ++i) {
+      const __m256i v = _mm256_inserti128_si256(
+          _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + off + kQs))),
+          _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i + 4] + off + kQs)), 1);
+      lo[i] = _mm256_and_si256(v, low4);
+      hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    }
+    if constexpr (kQ4_1) {
+      // d0..d3 d4..d7 | m0..m3 m4..m7
+      const __m256i dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(words8(p, off), split), 0xd8);
+      dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
+      mw = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
     } else {
-      const uint64_t off = static_cast<uint64_t>(b) * kBytes;
-      prefetch_next(w, row_bytes, 8 * off, 8 * kBytes);
-      for (int i = 0; i < 4; ++i) {
-        const __m256i v = _mm256_inserti128_si256(
-            _mm256_castsi128_si256(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i] + off + kQs))),
-            _mm_loadu_si128(reinterpret_cast<const __m128i*>(p[i + 4] + off + kQs)), 1);
-        lo[i] = _mm256_and_si256(v, low4);
-        hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
-      }
-      if constexpr (kQ4_1) {
-        // d0..d3 d4..d7 | m0..m3 m4..m7
-        const __m256i dm = _mm256_permute4x64_epi64(_mm256_shuffle_epi8(words8(p, off), split), 0xd8);
-        dw = _mm256_cvtph_ps(_mm256_castsi256_si128(dm));
-        mw = _mm256_cvtph_ps(_mm256_extracti128_si256(dm, 1));
-      } else {
-        dw = halves8(p, off + L::q4_0::kD);
-      }
+      dw = halves8(p, off + L::q4_0::kD);
     }
     for (int r = 0; r < R; ++r) {
       const ActBlock& a = x[r * stride + b];
@@ -439,11 +421,56 @@ PAGODA_AVX2 void tile_q4_k(const uint8_t* w, uint64_t row_bytes, int valid, cons
 
 using TileFn = void (*)(const uint8_t*, uint64_t, int, const ActBlock*, int64_t, int64_t, float*, int64_t);
 
-// tile_q4 on a repacked group, as a PackedTileFn.
+// Q4_0 / Q4_1 on a repacked group (qdot.h, pack_rows8): lane i of quant vector j holds bytes
+// 4j..4j+3 of row i, that is elements 4j..4j+3 (low nibbles) and 16+4j..16+4j+3 (high nibbles).
+// Each product with the matching four activation bytes, broadcast to every lane, leaves row i's
+// pair sums in the lane's two int16 halves; the eight products of a block add up there (at most
+// 8 * 2 * 15 * 128 = 30720 in magnitude) and one multiply-add by ones gives row i's exact block
+// dot in int32 lane i, as tile_q4's reduction does. The float part is tile_q4's.
+PAGODA_AVX2 inline __m256i bcast4(const int8_t* p) {
+  return _mm256_set1_epi32(static_cast<int>(L::read_u32(reinterpret_cast<const uint8_t*>(p))));
+}
+
 template <int R, bool kQ4_1>
-PAGODA_AVX2 void packed_q4(const uint8_t* group, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
+PAGODA_AVX2 void packed_q4(const uint8_t* w, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
                            int64_t ldo) {
-  tile_q4<R, kQ4_1, true>(group, 0, valid, x, stride, nb, out, ldo);
+  constexpr int kHead = kQ4_1 ? 32 : 16;  // scales (and minimums) first
+  constexpr uint64_t kBlockBytes = kHead + 8 * 16;
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* g = w + static_cast<uint64_t>(b) * kBlockBytes;
+    for (uint64_t o = 0; o < kBlockBytes; o += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(g + 1024 + o), _MM_HINT_T0);
+    __m256i lo[4];
+    __m256i hi[4];
+    for (int j = 0; j < 4; ++j) {
+      const __m256i v = load32(g + kHead + 32 * j);
+      lo[j] = _mm256_and_si256(v, low4);
+      hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
+    __m256 mw = _mm256_setzero_ps();
+    if constexpr (kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16)));
+    for (int r = 0; r < R; ++r) {
+      const ActBlock& a = x[r * stride + b];
+      // Two chains of int16 sums (elements 0-15 and 16-31), joined once.
+      __m256i s0 = _mm256_maddubs_epi16(lo[0], bcast4(a.q));
+      __m256i s1 = _mm256_maddubs_epi16(hi[0], bcast4(a.q + 16));
+      for (int j = 1; j < 4; ++j) {
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[j], bcast4(a.q + 4 * j)));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[j], bcast4(a.q + 16 + 4 * j)));
+      }
+      __m256i s = _mm256_madd_epi16(_mm256_add_epi16(s0, s1), ones);
+      if constexpr (!kQ4_1) s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.qsum));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
+      if constexpr (kQ4_1) acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.dsum), acc[r]);
+    }
+  }
+  store8<R>(acc, out, ldo, valid);
 }
 
 using RowsFn = void (*)(const uint8_t*, const ActBlock*, int64_t, int64_t, float*, int64_t);

@@ -5,27 +5,29 @@
 #include <immintrin.h>
 
 #include <cstdlib>
+#include <cstring>
 
 #define PAGODA_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 
 namespace pagoda::cpu::qdot {
 namespace {
 
-PAGODA_VNNI inline __m256i half_twice(const void* p) {
-  return _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p)));
+PAGODA_VNNI inline __m256i bcast4(const int8_t* p) {
+  int v;
+  std::memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
 }
 
-// Repacked Q4_0 / Q4_1 (see tile_q4 in qdot_avx2.cc for the layout and the float part, which this
-// repeats instruction for instruction). Lane i of the block's integer vector is weight row i's
-// exact block dot: rows i and i + 4 share a vector, each 128-bit half accumulating its row's 32
-// products in four int32 lanes, and three horizontal additions leave rows 0..7 in order.
+// Repacked Q4_0 / Q4_1 (see packed_q4 in qdot_avx2.cc for the layout and the float part, which this
+// repeats instruction for instruction). Lane i of each quant vector belongs to weight row i, and
+// vpdpbusd adds the four products of a lane straight into its int32, so eight of them leave row
+// i's exact block dot in lane i.
 template <int R, bool kQ4_1>
 PAGODA_VNNI void tile_q4_vnni(const uint8_t* w, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
                               int64_t ldo) {
   constexpr int kHead = kQ4_1 ? 32 : 16;
   constexpr uint64_t kPackedBlock = kHead + 8 * 16;
   const __m256i low4 = _mm256_set1_epi8(0x0f);
-  const __m256i zero = _mm256_setzero_si256();
   __m256 acc[R];
   for (int r = 0; r < R; ++r)
     acc[r] = _mm256_setzero_ps();
@@ -35,22 +37,24 @@ PAGODA_VNNI void tile_q4_vnni(const uint8_t* w, int valid, const ActBlock* x, in
       _mm_prefetch(reinterpret_cast<const char*>(g + 1024 + o), _MM_HINT_T0);
     __m256i lo[4];
     __m256i hi[4];
-    for (int i = 0; i < 4; ++i) {
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kHead + 32 * i));
-      lo[i] = _mm256_and_si256(v, low4);
-      hi[i] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+    for (int j = 0; j < 4; ++j) {
+      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kHead + 32 * j));
+      lo[j] = _mm256_and_si256(v, low4);
+      hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
     }
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
     __m256 mw = _mm256_setzero_ps();
     if constexpr (kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16)));
     for (int r = 0; r < R; ++r) {
       const ActBlock& a = x[r * stride + b];
-      const __m256i x0 = half_twice(a.q);
-      const __m256i x1 = half_twice(a.q + 16);
-      __m256i s4[4];
-      for (int i = 0; i < 4; ++i)
-        s4[i] = _mm256_dpbusd_epi32(_mm256_dpbusd_epi32(zero, lo[i], x0), hi[i], x1);
-      __m256i s = _mm256_hadd_epi32(_mm256_hadd_epi32(s4[0], s4[1]), _mm256_hadd_epi32(s4[2], s4[3]));
+      // Two chains of four, so the dependent vpdpbusd latency is halved.
+      __m256i s0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo[0], bcast4(a.q));
+      __m256i s1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), hi[0], bcast4(a.q + 16));
+      for (int j = 1; j < 4; ++j) {
+        s0 = _mm256_dpbusd_epi32(s0, lo[j], bcast4(a.q + 4 * j));
+        s1 = _mm256_dpbusd_epi32(s1, hi[j], bcast4(a.q + 16 + 4 * j));
+      }
+      __m256i s = _mm256_add_epi32(s0, s1);
       if constexpr (!kQ4_1) s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.qsum));
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
       if constexpr (kQ4_1) acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.dsum), acc[r]);
