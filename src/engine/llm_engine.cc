@@ -30,13 +30,6 @@ uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-DType cache_dtype(const std::string& name, Device device) {
-  if (name == "auto") return device.kind == DeviceKind::kCpu ? DType::kF32 : DType::kF16;
-  if (name == "f32" || name == "float32" || name == "float") return DType::kF32;
-  if (name == "f16" || name == "float16" || name == "half") return DType::kF16;
-  if (name == "bf16" || name == "bfloat16") return DType::kBF16;
-  fail(ErrorCode::kInvalidArgument, "the KV cache type must be auto, f32, f16 or bf16, got '{}'", name);
-}
 
 // Bytes of the weights: the file, or the files of a folder.
 int64_t weights_bytes(const std::string& path) {
@@ -55,6 +48,14 @@ bool contains(std::span<const int32_t> ids, int32_t id) {
 }
 
 }  // namespace
+
+DType kv_cache_dtype_for(const std::string& name, Device device) {
+  if (name == "auto") return device.kind == DeviceKind::kCpu ? DType::kF32 : DType::kF16;
+  if (name == "f32" || name == "float32" || name == "float") return DType::kF32;
+  if (name == "f16" || name == "float16" || name == "half") return DType::kF16;
+  if (name == "bf16" || name == "bfloat16") return DType::kBF16;
+  fail(ErrorCode::kInvalidArgument, "the KV cache type must be auto, f32, f16 or bf16, got '{}'", name);
+}
 
 struct LLMEngine::Sample {
   SeqId seq = -1;  // -1: not forked yet (n > 1 before the first token)
@@ -135,7 +136,7 @@ LLMEngine::LLMEngine(const EngineArgs& args) : args_(args), epoch_(std::chrono::
   max_model_len_ = args_.max_model_len > 0 ? args_.max_model_len : context;
   vocab_size_ = config.vocab_size;
 
-  const DType kv_dtype = cache_dtype(args_.kv_cache_dtype, device);
+  const DType kv_dtype = kv_cache_dtype_for(args_.kv_cache_dtype, device);
   const int64_t bs = args_.block_size;
   const int64_t block_bytes = worker::ModelRunner::block_bytes(config, bs, kv_dtype);
   const int64_t blocks_per_seq = (max_model_len_ + bs - 1) / bs;

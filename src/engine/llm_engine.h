@@ -39,6 +39,10 @@ class ModelRunner;
 
 namespace pagoda::engine {
 
+// The KV cache element type that --kv-cache-dtype names: auto (f32 on the CPU, f16 on devices),
+// f32, f16 or bf16. Anything else is an Error that lists them.
+[[nodiscard]] DType kv_cache_dtype_for(const std::string& name, Device device);
+
 // The KV cache the engine set up, as reported at start.
 struct CacheInfo {
   int64_t num_blocks = 0;

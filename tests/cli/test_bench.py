@@ -35,6 +35,22 @@ def test_bench_throughput_counts_every_token(pagoda_bin, default_model):
     assert abs(out["total_tokens_per_s"] - 135 / out["elapsed_s"]) < 1e-6 * out["total_tokens_per_s"] + 1e-9
 
 
+def test_bench_kv_cache_dtype(pagoda_bin, default_model):
+    r = run_pagoda(pagoda_bin, "bench", "latency", str(default_model), "-p", "8", "-n", "2", "-r", "1", "--json",
+                   "--kv-cache-dtype", "f16", timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["kv_cache_dtype"] == "f16"
+    r = run_pagoda(pagoda_bin, "bench", "throughput", str(default_model), "--num-prompts", "2", "--input-len", "8",
+                   "--output-len", "3", "--kv-cache-memory", str(16 << 20), "--max-model-len", "64", "--json",
+                   "--kv-cache-dtype", "bf16", timeout=600)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["kv_cache_dtype"] == "bf16" and out["output_tokens"] == 6
+    for cmd in (["latency", "-p", "8", "-n", "1"], ["throughput", "--num-prompts", "1"]):
+        r = run_pagoda(pagoda_bin, "bench", cmd[0], str(default_model), *cmd[1:], "--kv-cache-dtype", "q4_0")
+        assert r.returncode != 0 and "auto, f32, f16 or bf16" in r.stderr and "q4_0" in r.stderr
+
+
 def test_bench_throughput_refuses_bad_arguments(pagoda_bin, default_model):
     r = run_pagoda(pagoda_bin, "bench", "throughput", str(default_model), "--num-prompts", "0")
     assert r.returncode != 0 and "--num-prompts" in r.stderr

@@ -411,6 +411,54 @@ TEST_P(AttentionTest, CacheThenAttendWithinTheCacheDtypeEpsilon) {
   }
 }
 
+// The CPU reads an f16 cache in place, converting in registers; the result must be bit for bit
+// that of an f32 cache holding the same values (the conversion is exact), for decode and prefill,
+// with and without grouped query heads, at head sizes with and without a tail past the last
+// eight elements.
+TEST(CpuAttention, F16CacheGivesTheBitsOfTheSameValuesInF32) {
+  std::mt19937 rng(31);
+  const std::vector<AttnCase> cases = {
+      {64, 9, 3, 16, DType::kF16, {{40, 1}, {7, 1}, {100, 1}, {16, 1}}},
+      {80, 8, 2, 8, DType::kF16, {{20, 1}, {0, 33}, {12, 9}}},
+      {68, 4, 4, 16, DType::kF16, {{33, 1}, {0, 19}}, 0, 20.0f},
+      {64, 4, 1, 16, DType::kF16, {{50, 1}, {3, 14}}, 24},
+  };
+  const auto as_f32 = [](const Tensor& cache) {
+    Tensor out = Tensor::empty(cache.shape(), DType::kF32);
+    const auto* h = static_cast<const uint16_t*>(cache.raw_data());
+    for (int64_t i = 0; i < cache.numel(); ++i)
+      out.data<float>()[i] = cpu::fp16_to_fp32(h[i]);
+    return out;
+  };
+  for (const AttnCase& c : cases) {
+    const Batch b = make_batch(rng, c);
+    const Tensor slopes = host_f32(Shape{c.heads}, b.slopes);
+    const AttentionParams p = params_for(c, &slopes);
+    const auto num_seqs = static_cast<int64_t>(c.seqs.size());
+    const Tensor keys32 = as_f32(b.key_cache), values32 = as_f32(b.value_cache);
+    const Tensor query = host_f32(Shape{b.tokens, c.heads, c.head_size}, b.query);
+    const Tensor cu = host_i32(Shape{num_seqs + 1}, b.cu_query_lens);
+    const Tensor lens = host_i32(Shape{num_seqs}, b.seq_lens);
+    std::vector<float> got[2];
+    for (int f32 = 0; f32 < 2; ++f32) {
+      Tensor out = Tensor::empty(Shape{b.tokens, c.heads, c.head_size}, DType::kF32);
+      const Tensor& kc = f32 != 0 ? keys32 : b.key_cache;
+      const Tensor& vc = f32 != 0 ? values32 : b.value_cache;
+      if (b.max_query_len == 1) {
+        ops::paged_attention(out, query, kc, vc, c.kv_heads, b.block_tables, lens, c.block_size, b.max_seq_len, p);
+      } else {
+        ops::prefill_attention(out, query, kc, vc, c.kv_heads, b.block_tables, cu, lens, c.block_size,
+                               b.max_query_len, p);
+      }
+      got[f32].assign(out.data<float>(), out.data<float>() + out.numel());
+    }
+    ASSERT_EQ(got[0].size(), got[1].size());
+    EXPECT_EQ(std::memcmp(got[0].data(), got[1].data(), got[0].size() * sizeof(float)), 0) << c.str();
+    // and both are attention: within tolerance of the double reference
+    expect_close(got[0], ref_attention(c, b, p.scale), 0.0, kAttentionTolerance, "f16 in place " + c.str());
+  }
+}
+
 TEST_P(AttentionTest, AttentionRejectsCorruptBatches) {
   std::mt19937 rng(29);
   const AttnCase c{64, 2, 1, 16, DType::kF16, {{10, 5}}};

@@ -21,6 +21,7 @@
 #include "bench_common.h"
 #include "command.h"
 #include "core/error.h"
+#include "engine/llm_engine.h"
 #include "model/loader/model_files.h"
 #include "worker/model_runner.h"
 
@@ -34,6 +35,7 @@ struct LatencyArgs {
   int64_t reps = 3;
   std::string device = "cpu";
   std::string matmul = "float";
+  std::string kv_cache_dtype = "auto";
   bool json = false;
   uint64_t seed = 1234;
 };
@@ -113,6 +115,7 @@ int run_latency(const LatencyArgs& a) {
   worker::RunnerOptions ro;
   ro.device = device;
   ro.block_size = 16;
+  ro.cache_dtype = engine::kv_cache_dtype_for(a.kv_cache_dtype, device);
   ro.max_model_len = total;
   ro.num_blocks = (total + ro.block_size - 1) / ro.block_size;
   worker::ModelRunner runner(files, ro);
@@ -128,8 +131,8 @@ int run_latency(const LatencyArgs& a) {
     id = token(rng);
   const int threads = device.kind == DeviceKind::kCpu ? cpu::cpu_backend().pool().num_threads() : 0;
 
-  fmt::print(stderr, "bench latency: {} on {} ({} threads, matmul {}), warm-up run...\n", model_name(path),
-             device_name(device), threads, a.matmul);
+  fmt::print(stderr, "bench latency: {} on {} ({} threads, matmul {}, KV cache {}), warm-up run...\n",
+             model_name(path), device_name(device), threads, a.matmul, dtype_name(ro.cache_dtype));
   double first_token_at = 0.0;
   (void)run_once(runner, seq, prompt, std::min<int64_t>(a.gen, 8), &first_token_at);
   const double cold_start = first_token_at - t0;
@@ -155,6 +158,7 @@ int run_latency(const LatencyArgs& a) {
     j["device"] = device_name(device);
     j["threads"] = threads;
     j["matmul"] = a.matmul;
+    j["kv_cache_dtype"] = dtype_name(ro.cache_dtype);
     j["n_prompt"] = a.prompt;
     j["n_gen"] = a.gen;
     j["repetitions"] = a.reps;
@@ -188,6 +192,8 @@ const BenchRegistration kRegisterLatency("latency", [](CLI::App& bench) {
   sub->add_option("--matmul", a->matmul,
                   "CPU matmul over quantized weights: float (dequantize, float32 dot products) or int8 "
                   "(8-bit quantized activations, integer dot products, as llama.cpp)")
+      ->capture_default_str();
+  sub->add_option("--kv-cache-dtype", a->kv_cache_dtype, "KV cache type: auto (f32 on the CPU, f16 on devices), f32, f16, bf16")
       ->capture_default_str();
   sub->add_option("--seed", a->seed, "Seed of the random prompt")->capture_default_str();
   sub->add_flag("--json", a->json, "Print one JSON object instead of the table");

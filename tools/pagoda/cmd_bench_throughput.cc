@@ -87,8 +87,8 @@ int run_throughput(ThroughputArgs& a) {
   const double load_s = now_seconds() - load_start;
   const std::vector<std::vector<int32_t>> prompts = dataset_prompts(a, e);
   const engine::CacheInfo& c = e.cache_info();
-  fmt::print(stderr, "pagoda bench throughput: {} requests; KV cache {} blocks of {} tokens ({} tokens)\n",
-             prompts.size(), c.num_blocks, c.block_size, c.num_tokens);
+  fmt::print(stderr, "pagoda bench throughput: {} requests; KV cache {} blocks of {} tokens ({} tokens, {})\n",
+             prompts.size(), c.num_blocks, c.block_size, c.num_tokens, c.dtype);
   SamplingParams params;
   params.temperature = 1.0;
   params.ignore_eos = true;
@@ -133,6 +133,7 @@ int run_throughput(ThroughputArgs& a) {
   j["input_tokens_per_s"] = static_cast<double>(input_tokens) / seconds;
   j["output_tokens_per_s"] = static_cast<double>(output_tokens) / seconds;
   j["total_tokens_per_s"] = static_cast<double>(input_tokens + output_tokens) / seconds;
+  j["kv_cache_dtype"] = c.dtype;
   j["steps"] = s.num_steps;
   j["preemptions"] = s.num_preemptions;
   j["load_s"] = load_s;
@@ -165,6 +166,9 @@ const BenchRegistration kRegisterThroughput("throughput", [](CLI::App& bench) ->
   sub->add_option("--max-model-len", a->engine.max_model_len, "Longest sequence (0: the model's context)");
   sub->add_option("--kv-cache-memory", a->engine.kv_cache_memory, "Bytes for the KV cache (0: automatic)");
   sub->add_option("--block-size", a->engine.block_size, "Tokens per KV cache block")->capture_default_str();
+  sub->add_option("--kv-cache-dtype", a->engine.kv_cache_dtype,
+                  "KV cache type: auto (f32 on the CPU, f16 on devices), f32, f16, bf16")
+      ->capture_default_str();
   sub->add_flag("--no-enable-prefix-caching", a->no_prefix_caching, "Do not reuse KV blocks of common prefixes");
   sub->add_option("--cpu-matmul", a->engine.cpu_matmul, "CPU matmul over GGUF weights: float or int8 (faster)")
       ->capture_default_str();

@@ -81,13 +81,18 @@ void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head,
   const int64_t last_pos = first_pos + count - 1;
   const float cap = params.logit_softcap;
   static const bool fast = attn::available();  // AVX2 inner loops (attention_avx2.h)
+  // f16 tiles are read in place by the AVX2 loops, converted in registers.
+  static const bool fast_f16 = attn::available_f16();
+  const bool direct = fast_f16 && cache.dtype == DType::kF16;
   for (int64_t b = lowest_key(first_pos) / bs; b <= last_pos / bs; ++b) {
     const int64_t start = b * bs;
     const int64_t rows = std::min(bs, last_pos + 1 - start);
     const int64_t block = block_table[b];
     const uint64_t at = cache.tile_offset(block, kv_head);
-    const float* keys = load_tile(cache, cache.keys + at, rows, s.keys.data());
-    const float* values = load_tile(cache, cache.values + at, rows, s.values.data());
+    const auto* keys16 = reinterpret_cast<const uint16_t*>(cache.keys + at);
+    const auto* values16 = reinterpret_cast<const uint16_t*>(cache.values + at);
+    const float* keys = direct ? nullptr : load_tile(cache, cache.keys + at, rows, s.keys.data());
+    const float* values = direct ? nullptr : load_tile(cache, cache.values + at, rows, s.values.data());
     for (int64_t i = 0; i < queries; ++i) {
       const int64_t pos = first_pos + i / heads;
       const int64_t lo = std::max(lowest_key(pos), start);
@@ -96,7 +101,11 @@ void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head,
       const float* qi = q + (i / heads) * q_stride + (i % heads) * head_stride;
       const float alibi_slope = slopes != nullptr ? slopes[i % heads] : 0.0f;
       float block_max = -std::numeric_limits<float>::infinity();
-      if (fast) attn::scores(qi, keys + (lo - start) * hs, hi - lo + 1, hs, params.scale, s.scores.data());
+      if (direct) {
+        attn::scores(qi, keys16 + (lo - start) * hs, hi - lo + 1, hs, params.scale, s.scores.data());
+      } else if (fast) {
+        attn::scores(qi, keys + (lo - start) * hs, hi - lo + 1, hs, params.scale, s.scores.data());
+      }
       for (int64_t j = lo; j <= hi; ++j) {
         float score =
             fast ? s.scores[static_cast<size_t>(j - lo)] : params.scale * vec::dot(qi, keys + (j - start) * hs, hs);
@@ -117,7 +126,11 @@ void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head,
       }
       if (fast) {
         s.sum[static_cast<size_t>(i)] += attn::exp_sum(s.scores.data(), hi - lo + 1, new_max);
-        attn::accumulate(s.scores.data(), values + (lo - start) * hs, hi - lo + 1, hs, acc);
+        if (direct) {
+          attn::accumulate(s.scores.data(), values16 + (lo - start) * hs, hi - lo + 1, hs, acc);
+        } else {
+          attn::accumulate(s.scores.data(), values + (lo - start) * hs, hi - lo + 1, hs, acc);
+        }
         continue;
       }
       float sum = 0.0f;
