@@ -3,6 +3,8 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PAGODA_VEC_HAS_AVX2 1
 #include <immintrin.h>
+
+#include <cmath>
 #else
 #define PAGODA_VEC_HAS_AVX2 0
 #endif
@@ -69,96 +71,64 @@ PAGODA_AVX2 float dot_avx2(const float* a, const float* b, int64_t n) {
   return sum;
 }
 
-// Two activation rows against four weight rows: eight accumulators, and each loaded vector is
-// used two (weights) or four (activations) times.
-PAGODA_AVX2 void dot_2x4_avx2(const float* x0, const float* x1, const float* w, int64_t ldw, int64_t k, float* out0,
-                              float* out1) {
-  const float* w0 = w;
-  const float* w1 = w + ldw;
-  const float* w2 = w + 2 * ldw;
-  const float* w3 = w + 3 * ldw;
-  __m256 a00 = _mm256_setzero_ps(), a01 = _mm256_setzero_ps(), a02 = _mm256_setzero_ps(), a03 = _mm256_setzero_ps();
-  __m256 a10 = _mm256_setzero_ps(), a11 = _mm256_setzero_ps(), a12 = _mm256_setzero_ps(), a13 = _mm256_setzero_ps();
+// R activation rows against C weight rows: R * C accumulators, one per output, each a single
+// chain of fused multiply-adds over k in steps of eight, then one horizontal sum and the scalar
+// rest. Every output goes through the same arithmetic whatever R, C and its place in the tile, so
+// a row's result never depends on the rows around it.
+template <int R, int C>
+PAGODA_AVX2 void dot_rxc_avx2(const float* x, int64_t ldx, const float* w, int64_t ldw, int64_t k, float* out,
+                              int64_t ldo) {
+  __m256 acc[R][C];
+  for (int r = 0; r < R; ++r)
+    for (int c = 0; c < C; ++c)
+      acc[r][c] = _mm256_setzero_ps();
   int64_t i = 0;
   for (; i + 8 <= k; i += 8) {
-    const __m256 v0 = _mm256_loadu_ps(x0 + i);
-    const __m256 v1 = _mm256_loadu_ps(x1 + i);
-    __m256 c = _mm256_loadu_ps(w0 + i);
-    a00 = _mm256_fmadd_ps(v0, c, a00);
-    a10 = _mm256_fmadd_ps(v1, c, a10);
-    c = _mm256_loadu_ps(w1 + i);
-    a01 = _mm256_fmadd_ps(v0, c, a01);
-    a11 = _mm256_fmadd_ps(v1, c, a11);
-    c = _mm256_loadu_ps(w2 + i);
-    a02 = _mm256_fmadd_ps(v0, c, a02);
-    a12 = _mm256_fmadd_ps(v1, c, a12);
-    c = _mm256_loadu_ps(w3 + i);
-    a03 = _mm256_fmadd_ps(v0, c, a03);
-    a13 = _mm256_fmadd_ps(v1, c, a13);
+    __m256 xv[R];
+    for (int r = 0; r < R; ++r)
+      xv[r] = _mm256_loadu_ps(x + r * ldx + i);
+    for (int c = 0; c < C; ++c) {
+      __m256 wv = _mm256_loadu_ps(w + c * ldw + i);
+      // One load per weight vector, held in a register for the R multiplies (compilers otherwise
+      // fold the load into each multiply-add, and loads are what this loop is short of).
+      __asm__("" : "+x"(wv));
+      for (int r = 0; r < R; ++r)
+        acc[r][c] = _mm256_fmadd_ps(xv[r], wv, acc[r][c]);
+    }
   }
-  float r[8] = {hsum(a00), hsum(a01), hsum(a02), hsum(a03), hsum(a10), hsum(a11), hsum(a12), hsum(a13)};
-  for (; i < k; ++i) {
-    r[0] += x0[i] * w0[i];
-    r[1] += x0[i] * w1[i];
-    r[2] += x0[i] * w2[i];
-    r[3] += x0[i] * w3[i];
-    r[4] += x1[i] * w0[i];
-    r[5] += x1[i] * w1[i];
-    r[6] += x1[i] * w2[i];
-    r[7] += x1[i] * w3[i];
-  }
-  for (int j = 0; j < 4; ++j) {
-    out0[j] = r[j];
-    out1[j] = r[4 + j];
+  for (int r = 0; r < R; ++r) {
+    for (int c = 0; c < C; ++c) {
+      float sum = hsum(acc[r][c]);
+      for (int64_t t = i; t < k; ++t)
+        sum = std::fma(x[r * ldx + t], w[c * ldw + t], sum);
+      out[r * ldo + c] = sum;
+    }
   }
 }
 
-// One activation row against four weight rows.
-PAGODA_AVX2 void dot_1x4_avx2(const float* x0, const float* w, int64_t ldw, int64_t k, float* out0) {
-  const float* w0 = w;
-  const float* w1 = w + ldw;
-  const float* w2 = w + 2 * ldw;
-  const float* w3 = w + 3 * ldw;
-  __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps(), a2 = _mm256_setzero_ps(), a3 = _mm256_setzero_ps();
+// Six weight rows (the last group fewer) outer, activation rows two at a time inner: the group's
+// rows stay in L1 while the activation rows pass over them.
+template <int C>
+PAGODA_AVX2 void dot_cols_avx2(const float* x, int64_t ldx, int64_t m, const float* w, int64_t ldw, int64_t k,
+                               float* out, int64_t ldo) {
   int64_t i = 0;
-  for (; i + 8 <= k; i += 8) {
-    const __m256 v0 = _mm256_loadu_ps(x0 + i);
-    a0 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(w0 + i), a0);
-    a1 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(w1 + i), a1);
-    a2 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(w2 + i), a2);
-    a3 = _mm256_fmadd_ps(v0, _mm256_loadu_ps(w3 + i), a3);
-  }
-  float r[4] = {hsum(a0), hsum(a1), hsum(a2), hsum(a3)};
-  for (; i < k; ++i) {
-    r[0] += x0[i] * w0[i];
-    r[1] += x0[i] * w1[i];
-    r[2] += x0[i] * w2[i];
-    r[3] += x0[i] * w3[i];
-  }
-  for (int j = 0; j < 4; ++j)
-    out0[j] = r[j];
+  for (; i + 2 <= m; i += 2)
+    dot_rxc_avx2<2, C>(x + i * ldx, ldx, w, ldw, k, out + i * ldo, ldo);
+  if (i < m) dot_rxc_avx2<1, C>(x + i * ldx, ldx, w, ldw, k, out + i * ldo, ldo);
 }
 
 PAGODA_AVX2 void dot_tile_avx2(const float* x, int64_t ldx, int64_t m, const float* w, int64_t ldw, int64_t n,
                                int64_t k, float* out, int64_t ldo) {
-  const int64_t n4 = n - n % 4;
-  int64_t i = 0;
-  for (; i + 2 <= m; i += 2) {
-    const float* x0 = x + i * ldx;
-    const float* x1 = x0 + ldx;
-    for (int64_t j = 0; j < n4; j += 4)
-      dot_2x4_avx2(x0, x1, w + j * ldw, ldw, k, out + i * ldo + j, out + (i + 1) * ldo + j);
-    for (int64_t j = n4; j < n; ++j) {
-      out[i * ldo + j] = dot_avx2(x0, w + j * ldw, k);
-      out[(i + 1) * ldo + j] = dot_avx2(x1, w + j * ldw, k);
-    }
-  }
-  if (i < m) {
-    const float* x0 = x + i * ldx;
-    for (int64_t j = 0; j < n4; j += 4)
-      dot_1x4_avx2(x0, w + j * ldw, ldw, k, out + i * ldo + j);
-    for (int64_t j = n4; j < n; ++j)
-      out[i * ldo + j] = dot_avx2(x0, w + j * ldw, k);
+  int64_t j = 0;
+  for (; j + 6 <= n; j += 6)
+    dot_cols_avx2<6>(x, ldx, m, w + j * ldw, ldw, k, out + j, ldo);
+  switch (n - j) {
+    case 5: dot_cols_avx2<5>(x, ldx, m, w + j * ldw, ldw, k, out + j, ldo); break;
+    case 4: dot_cols_avx2<4>(x, ldx, m, w + j * ldw, ldw, k, out + j, ldo); break;
+    case 3: dot_cols_avx2<3>(x, ldx, m, w + j * ldw, ldw, k, out + j, ldo); break;
+    case 2: dot_cols_avx2<2>(x, ldx, m, w + j * ldw, ldw, k, out + j, ldo); break;
+    case 1: dot_cols_avx2<1>(x, ldx, m, w + j * ldw, ldw, k, out + j, ldo); break;
+    default: break;
   }
 }
 

@@ -30,11 +30,11 @@ namespace pagoda::cpu {
 namespace {
 
 // Weight rows per tile: enough to amortise the loop over activation rows, few enough that the
-// dequantized tile (tile * k floats) stays within ~64 KiB of cache. A multiple of four (the
+// dequantized tile (tile * k floats) stays within ~64 KiB of cache. A multiple of six (the
 // dot_tile kernel's width).
 int64_t tile_rows(int64_t k) {
   const int64_t fit = (64 * 1024) / (4 * std::max<int64_t>(1, k));
-  return std::clamp<int64_t>(fit - fit % 4, 4, 64);
+  return std::clamp<int64_t>(fit - fit % 6, 6, 60);
 }
 
 constexpr int64_t kRowBlock = 64;  // activation rows per task
