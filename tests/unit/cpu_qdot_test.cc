@@ -250,7 +250,7 @@ class QuantizedActivations {
 // for every count of rows (a last group padded with repeats) and of activation rows.
 TEST(CpuQdot, RepackedRowsGiveTheSameBits) {
   bool any = false;
-  for (DType t : {DType::kQ4_0, DType::kQ4_1}) {
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0}) {
     if (!qdot::packs(t)) continue;
     any = true;
     std::mt19937 rng(static_cast<unsigned>(static_cast<int>(t) + 40));

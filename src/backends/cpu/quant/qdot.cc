@@ -240,7 +240,7 @@ void dot_rows(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const Ac
 
 bool packs(DType t) {
 #if PAGODA_QDOT_HAS_AVX2
-  return use_avx2() && (t == DType::kQ4_0 || t == DType::kQ4_1);
+  return use_avx2() && (t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ5_0);
 #else
   (void)t;
   return false;
@@ -248,15 +248,17 @@ bool packs(DType t) {
 }
 
 uint64_t packed_group_bytes(DType t, int64_t blocks) {
-  const uint64_t per_block = t == DType::kQ4_1 ? 160 : 144;  // scales (and minimums), 8 x 16 quants
+  // scales (and minimums, or fifth bits), then 8 x 16 bytes of quants
+  const uint64_t per_block = t == DType::kQ5_0 ? 48 + 8 * 16 : t == DType::kQ4_1 ? 32 + 8 * 16 : 16 + 8 * 16;
   return per_block * static_cast<uint64_t>(blocks);
 }
 
 void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t blocks, uint8_t* out) {
   const bool q4_1 = t == DType::kQ4_1;
-  const int block_bytes = q4_1 ? layout::q4_1::kBytes : layout::q4_0::kBytes;
-  const int qs = q4_1 ? layout::q4_1::kQs : layout::q4_0::kQs;
-  const int head = q4_1 ? 32 : 16;  // the scales (and minimums) before the quants
+  const bool q5_0 = t == DType::kQ5_0;
+  const int block_bytes = q5_0 ? layout::q5_0::kBytes : q4_1 ? layout::q4_1::kBytes : layout::q4_0::kBytes;
+  const int qs = q5_0 ? layout::q5_0::kQs : q4_1 ? layout::q4_1::kQs : layout::q4_0::kQs;
+  const int head = q5_0 ? 48 : q4_1 ? 32 : 16;  // the scales (and minimums or fifth bits) before the quants
   const uint64_t per_block = packed_group_bytes(t, 1);
   for (int64_t g = 0; g < (n + 7) / 8; ++g) {
     for (int64_t b = 0; b < blocks; ++b) {
@@ -264,8 +266,9 @@ void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_
       for (int i = 0; i < 8; ++i) {
         const int64_t row = std::min<int64_t>(8 * g + i, n - 1);
         const uint8_t* src = w + static_cast<uint64_t>(row) * row_bytes + static_cast<uint64_t>(b) * block_bytes;
-        std::memcpy(o + 2 * i, src, 2);                                    // d
-        if (q4_1) std::memcpy(o + 16 + 2 * i, src + layout::q4_1::kM, 2);  // m
+        std::memcpy(o + 2 * i, src, 2);                                        // d
+        if (q4_1) std::memcpy(o + 16 + 2 * i, src + layout::q4_1::kM, 2);      // m
+        if (q5_0) std::memcpy(o + 16 + 4 * i, src + layout::q5_0::kQh, 4);     // fifth bits
         for (int j = 0; j < 4; ++j)  // quant bytes 4j..4j+3 of the eight rows form vector j
           std::memcpy(o + head + 32 * j + 4 * i, src + qs + 4 * j, 4);
       }

@@ -473,6 +473,68 @@ PAGODA_AVX2 void packed_q4(const uint8_t* w, int valid, const ActBlock* x, int64
   store8<R>(acc, out, ldo, valid);
 }
 
+// Q5_0 on a repacked group: packed_q4's layout with the eight rows' fifth-bit words (lane i = row
+// i's qh) after the scales. For vector j the fifth bits of elements 4j..4j+3 (low nibbles) are
+// bits 4j..4j+3 of qh, in its byte j / 2, and those of elements 16+4j.. (high nibbles) are in
+// byte 2 + j / 2: a byte shuffle spreads that byte over the lane's four bytes, and a per-byte bit
+// test sets bit 4. Quants reach 31, so each half's four products (at most 4 * 2 * 31 * 128) add
+// up in int16 on its own before going to int32; the offset 16 is taken off exactly as 16 * sum(x)
+// and the float part is tile_q5_0's.
+template <int R>
+PAGODA_AVX2 void packed_q5_0(const uint8_t* w, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
+                             int64_t ldo) {
+  constexpr uint64_t kBlockBytes = 48 + 8 * 16;
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i bit4 = _mm256_set1_epi8(0x10);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* g = w + static_cast<uint64_t>(b) * kBlockBytes;
+    for (uint64_t o = 0; o < kBlockBytes; o += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(g + 1024 + o), _MM_HINT_T0);
+    const __m256i qh = load32(g + 16);
+    __m256i lo[4];
+    __m256i hi[4];
+    for (int j = 0; j < 4; ++j) {
+      const auto lo_byte = static_cast<char>(j / 2);
+      const auto hi_byte = static_cast<char>(2 + j / 2);
+      // byte b of each 32-bit lane <- byte lo_byte / hi_byte of that lane
+      const __m256i spread_lo = _mm256_add_epi8(
+          _mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12,
+                           12, 12, 12),
+          _mm256_set1_epi8(lo_byte));
+      const __m256i spread_hi = _mm256_add_epi8(
+          _mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12,
+                           12, 12, 12),
+          _mm256_set1_epi8(hi_byte));
+      const int shift = 4 * (j % 2);
+      const __m256i select = _mm256_set1_epi32(static_cast<int>((1u << shift) | (2u << shift) << 8 |
+                                                                (4u << shift) << 16 | (8u << shift) << 24));
+      const __m256i h_lo = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, spread_lo), select), select);
+      const __m256i h_hi = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, spread_hi), select), select);
+      const __m256i v = load32(g + 48 + 32 * j);
+      lo[j] = _mm256_or_si256(_mm256_and_si256(v, low4), _mm256_and_si256(h_lo, bit4));
+      hi[j] = _mm256_or_si256(_mm256_and_si256(_mm256_srli_epi16(v, 4), low4), _mm256_and_si256(h_hi, bit4));
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
+    for (int r = 0; r < R; ++r) {
+      const ActBlock& a = x[r * stride + b];
+      __m256i s0 = _mm256_maddubs_epi16(lo[0], bcast4(a.q));
+      __m256i s1 = _mm256_maddubs_epi16(hi[0], bcast4(a.q + 16));
+      for (int j = 1; j < 4; ++j) {
+        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[j], bcast4(a.q + 4 * j)));
+        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[j], bcast4(a.q + 16 + 4 * j)));
+      }
+      const __m256i s = _mm256_sub_epi32(_mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones)),
+                                         _mm256_set1_epi32(16 * a.qsum));
+      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
+    }
+  }
+  store8<R>(acc, out, ldo, valid);
+}
+
 using RowsFn = void (*)(const uint8_t*, const ActBlock*, int64_t, int64_t, float*, int64_t);
 
 }  // namespace
@@ -538,6 +600,8 @@ void packed_tiles_avx2(DType t, PackedTileFn tiles[4]) {
   } else if (t == DType::kQ4_0) {
     tiles[0] = packed_q4<1, false>, tiles[1] = packed_q4<2, false>, tiles[2] = packed_q4<3, false>,
     tiles[3] = packed_q4<4, false>;
+  } else if (t == DType::kQ5_0) {
+    tiles[0] = packed_q5_0<1>, tiles[1] = packed_q5_0<2>, tiles[2] = packed_q5_0<3>, tiles[3] = packed_q5_0<4>;
   } else {
     std::abort();  // callers check packs() first
   }
