@@ -250,11 +250,11 @@ class QuantizedActivations {
 // for every count of rows (a last group padded with repeats) and of activation rows.
 TEST(CpuQdot, RepackedRowsGiveTheSameBits) {
   bool any = false;
-  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0}) {
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ4_K}) {
     if (!qdot::packs(t)) continue;
     any = true;
     std::mt19937 rng(static_cast<unsigned>(static_cast<int>(t) + 40));
-    const int64_t k = 96;
+    const int64_t k = t == DType::kQ4_K ? 512 : 96;
     const int64_t blocks = k / qdot::kBlock;
     for (int64_t n : {1, 5, 8, 13, 24}) {
       const auto w = random_weight(rng, t, n, k);

@@ -240,7 +240,7 @@ void dot_rows(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const Ac
 
 bool packs(DType t) {
 #if PAGODA_QDOT_HAS_AVX2
-  return use_avx2() && (t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ5_0);
+  return use_avx2() && (t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ5_0 || t == DType::kQ4_K);
 #else
   (void)t;
   return false;
@@ -248,12 +248,52 @@ bool packs(DType t) {
 }
 
 uint64_t packed_group_bytes(DType t, int64_t blocks) {
+  if (t == DType::kQ4_K) return kPackedQ4KBytes * static_cast<uint64_t>(blocks / 8);
   // scales (and minimums, or fifth bits), then 8 x 16 bytes of quants
   const uint64_t per_block = t == DType::kQ5_0 ? 48 + 8 * 16 : t == DType::kQ4_1 ? 32 + 8 * 16 : 16 + 8 * 16;
   return per_block * static_cast<uint64_t>(blocks);
 }
 
+namespace {
+
+// Q4_K: per super-block, d[8], dmin[8], then the six-bit scales and minimums unpacked to bytes,
+// sub-block major (scale of sub-block s, row i at 32 + 8 s + i; minimum at 96 + 8 s + i), then
+// for each 32-byte chunk p of quants (sub-blocks 2p and 2p + 1 in its low and high nibbles) eight
+// vectors, vector j holding bytes 4j..4j+3 of the chunk of rows 0..7.
+void pack_q4_k(const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t blocks, uint8_t* out) {
+  namespace K = layout::q4_k;
+  const int64_t super_blocks = blocks / 8;
+  for (int64_t g = 0; g < (n + 7) / 8; ++g) {
+    for (int64_t sb = 0; sb < super_blocks; ++sb) {
+      uint8_t* o = out + static_cast<uint64_t>(g * super_blocks + sb) * kPackedQ4KBytes;
+      for (int i = 0; i < 8; ++i) {
+        const int64_t row = std::min<int64_t>(8 * g + i, n - 1);
+        const uint8_t* src = w + static_cast<uint64_t>(row) * row_bytes + static_cast<uint64_t>(sb) * K::kBytes;
+        std::memcpy(o + 2 * i, src + K::kD, 2);
+        std::memcpy(o + 16 + 2 * i, src + K::kDmin, 2);
+        const uint8_t* sc = src + K::kScales;
+        for (int s = 0; s < 8; ++s) {
+          const uint8_t scale = s < 4 ? sc[s] & 0x3f : static_cast<uint8_t>((sc[s + 4] & 0x0f) | ((sc[s - 4] >> 6) << 4));
+          const uint8_t min = s < 4 ? sc[s + 4] & 0x3f : static_cast<uint8_t>((sc[s + 4] >> 4) | ((sc[s] >> 6) << 4));
+          o[32 + 8 * s + i] = scale;
+          o[96 + 8 * s + i] = min;
+        }
+        for (int p = 0; p < 4; ++p) {
+          for (int j = 0; j < 8; ++j)
+            std::memcpy(o + 160 + 256 * p + 32 * j + 4 * i, src + K::kQs + 32 * p + 4 * j, 4);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace
+
 void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t blocks, uint8_t* out) {
+  if (t == DType::kQ4_K) {
+    pack_q4_k(w, row_bytes, n, blocks, out);
+    return;
+  }
   const bool q4_1 = t == DType::kQ4_1;
   const bool q5_0 = t == DType::kQ5_0;
   const int block_bytes = q5_0 ? layout::q5_0::kBytes : q4_1 ? layout::q4_1::kBytes : layout::q4_0::kBytes;

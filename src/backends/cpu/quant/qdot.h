@@ -52,13 +52,16 @@ void dot_rows_scalar(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, c
 // of eight rows, interleaved block by block: for each 32-element block, the eight rows' f16 scales
 // d (and for Q4_1 the eight minimums m, for Q5_0 the eight 32-bit words of fifth bits) back to
 // back, then four 32-byte vectors whose vector j holds quant bytes 4j..4j+3 of rows 0..7 in turn
-// (144 bytes per block for Q4_0, 160 for Q4_1, 176 for Q5_0). Each
+// (144 bytes per block for Q4_0, 160 for Q4_1, 176 for Q5_0; Q4_K, by super-block, in
+// kPackedQ4KBytes: see pack_rows8 in qdot.cc). Each
 // 32-bit lane of a vector thus belongs to one output row: the kernels multiply it with four
 // activation bytes broadcast to every lane and add up in the lane, with no horizontal reduction,
 // and a group's block is one contiguous run of loads, the weight one stream. A last group of
 // fewer than eight rows repeats its last row. The results are bit for bit those of dot_rows on
 // the original rows: the same exact integer block dots and the same float operations.
 //
+inline constexpr uint64_t kPackedQ4KBytes = 16 + 16 + 64 + 64 + 4 * 8 * 32;  // a super-block of eight rows
+
 // Whether `t` can be repacked for this CPU's kernels.
 [[nodiscard]] bool packs(DType t);
 // Bytes of one group of eight rows of `blocks` blocks each.

@@ -535,6 +535,53 @@ PAGODA_AVX2 void packed_q5_0(const uint8_t* w, int valid, const ActBlock* x, int
   store8<R>(acc, out, ldo, valid);
 }
 
+// Q4_K on a repacked group (pack_rows8): per sub-block s, the eight rows' scales and minimums are
+// one 8-byte load each (tile_q4_k transposes them instead), and the quants are chunk s / 2's eight
+// vectors, low or high nibbles. Row i's exact sub-block dot ends in int32 lane i (eight products
+// of at most 2 * 15 * 128 add up in int16), and the float part is tile_q4_k's.
+template <int R>
+PAGODA_AVX2 void packed_q4_k(const uint8_t* w, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
+                             int64_t ldo) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
+  const __m256 sign = _mm256_set1_ps(-0.0f);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nb / 8; ++sb) {
+    const uint8_t* g = w + static_cast<uint64_t>(sb) * kPackedQ4KBytes;
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
+    const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16)));
+    for (int s = 0; s < 8; ++s) {
+      const uint8_t* chunk = g + 160 + 256 * (s / 2);
+      for (int o = 0; o < 128; o += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(chunk + 2 * kPackedQ4KBytes + 128 * (s % 2) + o), _MM_HINT_T0);
+      const __m256 sc = _mm256_cvtepi32_ps(
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g + 32 + 8 * s))));
+      const __m256 mn = _mm256_cvtepi32_ps(
+          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g + 96 + 8 * s))));
+      const __m256 dsc = _mm256_mul_ps(d, sc);
+      const __m256 neg_dmn = _mm256_xor_ps(_mm256_mul_ps(dmin, mn), sign);
+      const int shift = 4 * (s % 2);
+      __m256i s16[R];
+      for (int j = 0; j < 8; ++j) {
+        const __m256i q = _mm256_and_si256(_mm256_srli_epi16(load32(chunk + 32 * j), shift), low4);
+        for (int r = 0; r < R; ++r) {
+          const __m256i p = _mm256_maddubs_epi16(q, bcast4(x[r * stride + 8 * sb + s].q + 4 * j));
+          s16[r] = j == 0 ? p : _mm256_add_epi16(s16[r], p);
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        const ActBlock& a = x[r * stride + 8 * sb + s];
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_madd_epi16(s16[r], ones)),
+                                 _mm256_mul_ps(dsc, _mm256_set1_ps(a.d)), acc[r]);
+        acc[r] = _mm256_fmadd_ps(neg_dmn, _mm256_set1_ps(a.dsum), acc[r]);
+      }
+    }
+  }
+  store8<R>(acc, out, ldo, valid);
+}
+
 using RowsFn = void (*)(const uint8_t*, const ActBlock*, int64_t, int64_t, float*, int64_t);
 
 }  // namespace
@@ -602,6 +649,8 @@ void packed_tiles_avx2(DType t, PackedTileFn tiles[4]) {
     tiles[3] = packed_q4<4, false>;
   } else if (t == DType::kQ5_0) {
     tiles[0] = packed_q5_0<1>, tiles[1] = packed_q5_0<2>, tiles[2] = packed_q5_0<3>, tiles[3] = packed_q5_0<4>;
+  } else if (t == DType::kQ4_K) {
+    tiles[0] = packed_q4_k<1>, tiles[1] = packed_q4_k<2>, tiles[2] = packed_q4_k<3>, tiles[3] = packed_q4_k<4>;
   } else {
     std::abort();  // callers check packs() first
   }
