@@ -10,8 +10,6 @@
 // Prints one line per case: best-of-N milliseconds and GFLOP/s for each, their ratio, and the
 // largest difference between the two outputs relative to the largest output.
 
-#include <oneapi/dnnl/dnnl.hpp>
-
 #include <algorithm>
 #include <chrono>
 #include <cmath>
@@ -19,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <oneapi/dnnl/dnnl.hpp>
 #include <random>
 #include <string>
 #include <vector>
@@ -64,8 +63,8 @@ int main(int argc, char** argv) {
   }
   pagoda::cpu::ThreadPool& pool = pagoda::cpu::cpu_backend().pool();
   const char* omp = std::getenv("OMP_NUM_THREADS");
-  std::printf("pagoda threads %d, OMP_NUM_THREADS %s, best of %d\n", pool.num_threads(), omp != nullptr ? omp : "(unset)",
-              reps);
+  std::printf("pagoda threads %d, OMP_NUM_THREADS %s, best of %d\n", pool.num_threads(),
+              omp != nullptr ? omp : "(unset)", reps);
   std::printf("%-5s %5s %5s %4s | %9s %8s | %9s %8s | %6s | %s\n", "w", "n", "k", "m", "pagoda ms", "GFLOP/s",
               "oneDNN ms", "GFLOP/s", "oneDNN/pagoda", "max rel diff");
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);

@@ -30,7 +30,6 @@ uint64_t splitmix64(uint64_t x) {
   return x ^ (x >> 31);
 }
 
-
 // Bytes of the weights: the file, or the files of a folder.
 int64_t weights_bytes(const std::string& path) {
   namespace fs = std::filesystem;

@@ -447,8 +447,8 @@ TEST(CpuAttention, F16CacheGivesTheBitsOfTheSameValuesInF32) {
       if (b.max_query_len == 1) {
         ops::paged_attention(out, query, kc, vc, c.kv_heads, b.block_tables, lens, c.block_size, b.max_seq_len, p);
       } else {
-        ops::prefill_attention(out, query, kc, vc, c.kv_heads, b.block_tables, cu, lens, c.block_size,
-                               b.max_query_len, p);
+        ops::prefill_attention(out, query, kc, vc, c.kv_heads, b.block_tables, cu, lens, c.block_size, b.max_query_len,
+                               p);
       }
       got[f32].assign(out.data<float>(), out.data<float>() + out.numel());
     }

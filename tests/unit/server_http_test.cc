@@ -112,8 +112,8 @@ TEST(ServerHttpTest, LimitsDoNotDependOnWhereTheInputIsCut) {
   const std::string at_limit = "GET /" + std::string(64 - 14, 'a') + " HTTP/1.1";
   ASSERT_EQ(at_limit.size(), 64u);
   const std::string over = "GET /" + std::string(400, 'a') + " HTTP/1.1";
-  for (const std::string& head : {at_limit + "\r\n\r\n", "GET /" + std::string(64, 'a') + "\r\n\r\n",
-                                  over + "\r\n\r\n", std::string(300, 'x') + "\r\n\r\n"}) {
+  for (const std::string& head : {at_limit + "\r\n\r\n", "GET /" + std::string(64, 'a') + "\r\n\r\n", over + "\r\n\r\n",
+                                  std::string(300, 'x') + "\r\n\r\n"}) {
     const ParseResult whole = parse_once(head, l);
     for (size_t cut = 1; cut < head.size(); ++cut) {
       RequestParser p(l);

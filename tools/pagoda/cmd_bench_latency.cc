@@ -131,8 +131,8 @@ int run_latency(const LatencyArgs& a) {
     id = token(rng);
   const int threads = device.kind == DeviceKind::kCpu ? cpu::cpu_backend().pool().num_threads() : 0;
 
-  fmt::print(stderr, "bench latency: {} on {} ({} threads, matmul {}, KV cache {}), warm-up run...\n",
-             model_name(path), device_name(device), threads, a.matmul, dtype_name(ro.cache_dtype));
+  fmt::print(stderr, "bench latency: {} on {} ({} threads, matmul {}, KV cache {}), warm-up run...\n", model_name(path),
+             device_name(device), threads, a.matmul, dtype_name(ro.cache_dtype));
   double first_token_at = 0.0;
   (void)run_once(runner, seq, prompt, std::min<int64_t>(a.gen, 8), &first_token_at);
   const double cold_start = first_token_at - t0;
@@ -193,7 +193,8 @@ const BenchRegistration kRegisterLatency("latency", [](CLI::App& bench) {
                   "CPU matmul over quantized weights: float (dequantize, float32 dot products) or int8 "
                   "(8-bit quantized activations, integer dot products, as llama.cpp)")
       ->capture_default_str();
-  sub->add_option("--kv-cache-dtype", a->kv_cache_dtype, "KV cache type: auto (f32 on the CPU, f16 on devices), f32, f16, bf16")
+  sub->add_option("--kv-cache-dtype", a->kv_cache_dtype,
+                  "KV cache type: auto (f32 on the CPU, f16 on devices), f32, f16, bf16")
       ->capture_default_str();
   sub->add_option("--seed", a->seed, "Seed of the random prompt")->capture_default_str();
   sub->add_flag("--json", a->json, "Print one JSON object instead of the table");

@@ -273,7 +273,8 @@ void pack_q4_k(const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t blocks, 
         std::memcpy(o + 16 + 2 * i, src + K::kDmin, 2);
         const uint8_t* sc = src + K::kScales;
         for (int s = 0; s < 8; ++s) {
-          const uint8_t scale = s < 4 ? sc[s] & 0x3f : static_cast<uint8_t>((sc[s + 4] & 0x0f) | ((sc[s - 4] >> 6) << 4));
+          const uint8_t scale =
+              s < 4 ? sc[s] & 0x3f : static_cast<uint8_t>((sc[s + 4] & 0x0f) | ((sc[s - 4] >> 6) << 4));
           const uint8_t min = s < 4 ? sc[s + 4] & 0x3f : static_cast<uint8_t>((sc[s + 4] >> 4) | ((sc[s] >> 6) << 4));
           o[32 + 8 * s + i] = scale;
           o[96 + 8 * s + i] = min;
@@ -306,9 +307,9 @@ void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_
       for (int i = 0; i < 8; ++i) {
         const int64_t row = std::min<int64_t>(8 * g + i, n - 1);
         const uint8_t* src = w + static_cast<uint64_t>(row) * row_bytes + static_cast<uint64_t>(b) * block_bytes;
-        std::memcpy(o + 2 * i, src, 2);                                        // d
-        if (q4_1) std::memcpy(o + 16 + 2 * i, src + layout::q4_1::kM, 2);      // m
-        if (q5_0) std::memcpy(o + 16 + 4 * i, src + layout::q5_0::kQh, 4);     // fifth bits
+        std::memcpy(o + 2 * i, src, 2);                                     // d
+        if (q4_1) std::memcpy(o + 16 + 2 * i, src + layout::q4_1::kM, 2);   // m
+        if (q5_0) std::memcpy(o + 16 + 4 * i, src + layout::q5_0::kQh, 4);  // fifth bits
         for (int j = 0; j < 4; ++j)  // quant bytes 4j..4j+3 of the eight rows form vector j
           std::memcpy(o + head + 32 * j + 4 * i, src + qs + 4 * j, 4);
       }

@@ -501,17 +501,15 @@ PAGODA_AVX2 void packed_q5_0(const uint8_t* w, int valid, const ActBlock* x, int
       const auto lo_byte = static_cast<char>(j / 2);
       const auto hi_byte = static_cast<char>(2 + j / 2);
       // byte b of each 32-bit lane <- byte lo_byte / hi_byte of that lane
-      const __m256i spread_lo = _mm256_add_epi8(
-          _mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12,
-                           12, 12, 12),
-          _mm256_set1_epi8(lo_byte));
-      const __m256i spread_hi = _mm256_add_epi8(
-          _mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12,
-                           12, 12, 12),
-          _mm256_set1_epi8(hi_byte));
+      const __m256i spread_lo = _mm256_add_epi8(_mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0,
+                                                                 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12),
+                                                _mm256_set1_epi8(lo_byte));
+      const __m256i spread_hi = _mm256_add_epi8(_mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0,
+                                                                 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12),
+                                                _mm256_set1_epi8(hi_byte));
       const int shift = 4 * (j % 2);
-      const __m256i select = _mm256_set1_epi32(static_cast<int>((1u << shift) | (2u << shift) << 8 |
-                                                                (4u << shift) << 16 | (8u << shift) << 24));
+      const __m256i select = _mm256_set1_epi32(
+          static_cast<int>((1u << shift) | (2u << shift) << 8 | (4u << shift) << 16 | (8u << shift) << 24));
       const __m256i h_lo = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, spread_lo), select), select);
       const __m256i h_hi = _mm256_cmpeq_epi8(_mm256_and_si256(_mm256_shuffle_epi8(qh, spread_hi), select), select);
       const __m256i v = load32(g + 48 + 32 * j);
@@ -556,10 +554,10 @@ PAGODA_AVX2 void packed_q4_k(const uint8_t* w, int valid, const ActBlock* x, int
       const uint8_t* chunk = g + 160 + 256 * (s / 2);
       for (int o = 0; o < 128; o += 64)
         _mm_prefetch(reinterpret_cast<const char*>(chunk + 2 * kPackedQ4KBytes + 128 * (s % 2) + o), _MM_HINT_T0);
-      const __m256 sc = _mm256_cvtepi32_ps(
-          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g + 32 + 8 * s))));
-      const __m256 mn = _mm256_cvtepi32_ps(
-          _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g + 96 + 8 * s))));
+      const __m256 sc =
+          _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g + 32 + 8 * s))));
+      const __m256 mn =
+          _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g + 96 + 8 * s))));
       const __m256 dsc = _mm256_mul_ps(d, sc);
       const __m256 neg_dmn = _mm256_xor_ps(_mm256_mul_ps(dmin, mn), sign);
       const int shift = 4 * (s % 2);
