@@ -431,6 +431,17 @@ PAGODA_AVX2 inline __m256i bcast4(const int8_t* p) {
   return _mm256_set1_epi32(static_cast<int>(L::read_u32(reinterpret_cast<const uint8_t*>(p))));
 }
 
+// The int16 sums of a rows-in-lanes block against activation block q: s0 over the low-nibble
+// vectors (elements 0-15), s1 over the high ones (16-31), in two chains.
+PAGODA_AVX2 inline void lane_sums(const __m256i lo[4], const __m256i hi[4], const int8_t* q, __m256i& s0, __m256i& s1) {
+  s0 = _mm256_maddubs_epi16(lo[0], bcast4(q));
+  s1 = _mm256_maddubs_epi16(hi[0], bcast4(q + 16));
+  for (int j = 1; j < 4; ++j) {
+    s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[j], bcast4(q + 4 * j)));
+    s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[j], bcast4(q + 16 + 4 * j)));
+  }
+}
+
 template <int R, bool kQ4_1>
 PAGODA_AVX2 void packed_q4(const uint8_t* w, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
                            int64_t ldo) {
@@ -457,14 +468,9 @@ PAGODA_AVX2 void packed_q4(const uint8_t* w, int valid, const ActBlock* x, int64
     if constexpr (kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16)));
     for (int r = 0; r < R; ++r) {
       const ActBlock& a = x[r * stride + b];
-      // Two chains of int16 sums (elements 0-15 and 16-31), joined once.
-      __m256i s0 = _mm256_maddubs_epi16(lo[0], bcast4(a.q));
-      __m256i s1 = _mm256_maddubs_epi16(hi[0], bcast4(a.q + 16));
-      for (int j = 1; j < 4; ++j) {
-        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[j], bcast4(a.q + 4 * j)));
-        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[j], bcast4(a.q + 16 + 4 * j)));
-      }
-      __m256i s = _mm256_madd_epi16(_mm256_add_epi16(s0, s1), ones);
+      __m256i s0, s1;
+      lane_sums(lo, hi, a.q, s0, s1);
+      __m256i s = _mm256_madd_epi16(_mm256_add_epi16(s0, s1), ones);  // joined in int16: at most 30720
       if constexpr (!kQ4_1) s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.qsum));
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
       if constexpr (kQ4_1) acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.dsum), acc[r]);
@@ -487,6 +493,9 @@ PAGODA_AVX2 void packed_q5_0(const uint8_t* w, int valid, const ActBlock* x, int
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   const __m256i bit4 = _mm256_set1_epi8(0x10);
   const __m256i ones = _mm256_set1_epi16(1);
+  // the first byte of each 32-bit lane, four times
+  const __m256i lane_base = _mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0, 0, 0, 0, 4, 4, 4, 4,
+                                             8, 8, 8, 8, 12, 12, 12, 12);
   __m256 acc[R];
   for (int r = 0; r < R; ++r)
     acc[r] = _mm256_setzero_ps();
@@ -498,15 +507,9 @@ PAGODA_AVX2 void packed_q5_0(const uint8_t* w, int valid, const ActBlock* x, int
     __m256i lo[4];
     __m256i hi[4];
     for (int j = 0; j < 4; ++j) {
-      const auto lo_byte = static_cast<char>(j / 2);
-      const auto hi_byte = static_cast<char>(2 + j / 2);
-      // byte b of each 32-bit lane <- byte lo_byte / hi_byte of that lane
-      const __m256i spread_lo = _mm256_add_epi8(_mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0,
-                                                                 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12),
-                                                _mm256_set1_epi8(lo_byte));
-      const __m256i spread_hi = _mm256_add_epi8(_mm256_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12, 0,
-                                                                 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12),
-                                                _mm256_set1_epi8(hi_byte));
+      // byte b of each 32-bit lane <- byte j / 2 (low nibbles) or 2 + j / 2 (high) of that lane
+      const __m256i spread_lo = _mm256_add_epi8(lane_base, _mm256_set1_epi8(static_cast<char>(j / 2)));
+      const __m256i spread_hi = _mm256_add_epi8(lane_base, _mm256_set1_epi8(static_cast<char>(2 + j / 2)));
       const int shift = 4 * (j % 2);
       const __m256i select = _mm256_set1_epi32(
           static_cast<int>((1u << shift) | (2u << shift) << 8 | (4u << shift) << 16 | (8u << shift) << 24));
@@ -519,12 +522,8 @@ PAGODA_AVX2 void packed_q5_0(const uint8_t* w, int valid, const ActBlock* x, int
     const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
     for (int r = 0; r < R; ++r) {
       const ActBlock& a = x[r * stride + b];
-      __m256i s0 = _mm256_maddubs_epi16(lo[0], bcast4(a.q));
-      __m256i s1 = _mm256_maddubs_epi16(hi[0], bcast4(a.q + 16));
-      for (int j = 1; j < 4; ++j) {
-        s0 = _mm256_add_epi16(s0, _mm256_maddubs_epi16(lo[j], bcast4(a.q + 4 * j)));
-        s1 = _mm256_add_epi16(s1, _mm256_maddubs_epi16(hi[j], bcast4(a.q + 16 + 4 * j)));
-      }
+      __m256i s0, s1;
+      lane_sums(lo, hi, a.q, s0, s1);
       const __m256i s = _mm256_sub_epi32(_mm256_add_epi32(_mm256_madd_epi16(s0, ones), _mm256_madd_epi16(s1, ones)),
                                          _mm256_set1_epi32(16 * a.qsum));
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
