@@ -1,6 +1,7 @@
 #include "engine/sampler.h"
 
 #include <algorithm>
+#include <bit>
 #include <cmath>
 #include <exception>
 #include <limits>
@@ -18,6 +19,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 // Per-thread buffers, reused across the rows of one call.
 struct Scratch {
   std::vector<double> x;  // processed logits
+  std::vector<double> a;  // (x - top) / temperature
   std::vector<double> w;  // unnormalised probabilities
   std::vector<int32_t> candidates;
 };
@@ -88,20 +90,25 @@ int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch&
   }
   if (!any || top == -kInf) return argmax(x);  // nothing has any probability
 
-  // Weights relative to the largest (which gets exactly 1), and min_p on them.
+  // Weights relative to the largest (which gets exactly 1), and min_p on them. The exponentials
+  // go through the vectorized exp_nonpositive; what it leaves (NaN, an infinite top, arguments
+  // below -708) is settled one by one.
+  s.a.resize(vocab);
   s.w.resize(vocab);
+  for (size_t i = 0; i < vocab; ++i)
+    s.a[i] = (x[i] - top) / p.temperature;
+  detail::exp_nonpositive(s.a, s.w);
   s.candidates.clear();
   for (size_t i = 0; i < vocab; ++i) {
     const double v = x[i];
-    double w = 0.0;
+    double& w = s.w[i];
     if (std::isnan(v)) {
       w = 0.0;
     } else if (top == kInf) {
       w = v == kInf ? 1.0 : 0.0;
-    } else {
-      w = std::exp((v - top) / p.temperature);
+    } else if (!(s.a[i] >= -708.0)) {
+      w = std::exp(s.a[i]);
     }
-    s.w[i] = w;
     if (w > 0.0 && !(w < p.min_p)) s.candidates.push_back(static_cast<int32_t>(i));
   }
   const std::span<const double> w = s.w;
@@ -146,6 +153,51 @@ namespace detail {
 double uniform01(Generator& generator) {
   static_assert(Generator::min() == 0 && Generator::max() == std::numeric_limits<uint64_t>::max());
   return static_cast<double>(generator() >> 11) * 0x1.0p-53;
+}
+
+void exp_nonpositive(std::span<const double> a, std::span<double> out) {
+  if (out.size() != a.size())
+    fail(ErrorCode::kInternal, "exp_nonpositive: {} outputs for {} inputs", out.size(), a.size());
+  // exp(a) = 2^n exp(r) with n = round(a / ln 2) and r = a - n ln 2 (|r| <= ln 2 / 2; ln 2 in two
+  // parts so that n ln 2 is exact), exp(r) by its Taylor series to r^13 / 13! (the next term is
+  // below 2^-56), 2^n built in the exponent bits (n >= -1022 for a >= -708: a normal number).
+  constexpr double kLog2e = 0x1.71547652b82fep0;
+  constexpr double kLn2Hi = 0x1.62e42fee00000p-1;
+  constexpr double kLn2Lo = 0x1.a39ef35793c76p-33;
+  constexpr double kShift = 0x1.8p52;  // adding it rounds to an integer, kept in the low bits
+  constexpr uint64_t kMinBits = std::bit_cast<uint64_t>(-708.0);
+  const size_t n = a.size();
+  const double* in = a.data();
+  double* o = out.data();
+  for (size_t i = 0; i < n; ++i) {
+    // In range by the bits (integer comparisons, which unlike float ones may be evaluated for every
+    // lane: that is what lets the loop vectorize): +0, or a sign bit with a magnitude up to 708.
+    const uint64_t bits = std::bit_cast<uint64_t>(in[i]);
+    const uint64_t keep = uint64_t{0} - static_cast<uint64_t>((bits == 0) | ((bits >> 63) & (bits <= kMinBits)));
+    const double c = std::bit_cast<double>(bits & keep);
+    const double t = c * kLog2e + kShift;
+    const double k = t - kShift;
+    const double r = (c - k * kLn2Hi) - k * kLn2Lo;
+    // Horner's rule from 1/13! down (written out: a loop here would keep the compiler from
+    // vectorizing the outer one).
+    double poly = 1.0 / 6227020800.0;
+    poly = poly * r + 1.0 / 479001600.0;
+    poly = poly * r + 1.0 / 39916800.0;
+    poly = poly * r + 1.0 / 3628800.0;
+    poly = poly * r + 1.0 / 362880.0;
+    poly = poly * r + 1.0 / 40320.0;
+    poly = poly * r + 1.0 / 5040.0;
+    poly = poly * r + 1.0 / 720.0;
+    poly = poly * r + 1.0 / 120.0;
+    poly = poly * r + 1.0 / 24.0;
+    poly = poly * r + 1.0 / 6.0;
+    poly = poly * r + 0.5;
+    poly = poly * r + 1.0;
+    poly = poly * r + 1.0;
+    const int64_t e = std::bit_cast<int64_t>(t) - std::bit_cast<int64_t>(kShift);
+    const double scale = std::bit_cast<double>((e + 1023) << 52);
+    o[i] = std::bit_cast<double>(std::bit_cast<uint64_t>(poly * scale) & keep);
+  }
 }
 
 void process_row(std::span<const float> logits, const SampleRow& row, std::span<double> out) {

@@ -77,6 +77,10 @@ namespace detail {
 void process_row(std::span<const float> logits, const SampleRow& row, std::span<double> out);
 // One uniform number in [0, 1) from the top 53 bits of one generator output.
 [[nodiscard]] double uniform01(Generator& generator);
+// out[i] = exp(a[i]) for every a[i] in [-708, 0], within two units in the last place of
+// std::exp, in a loop the compiler vectorizes; 0 for anything else (NaN, below -708, above 0),
+// which the caller handles.
+void exp_nonpositive(std::span<const double> a, std::span<double> out);
 }  // namespace detail
 
 }  // namespace pagoda::engine
