@@ -250,13 +250,13 @@ class QuantizedActivations {
 // for every count of rows (a last group padded with repeats) and of activation rows.
 TEST(CpuQdot, RepackedRowsGiveTheSameBits) {
   bool any = false;
-  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ4_K}) {
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ8_0, DType::kQ4_K}) {
     if (!qdot::packs(t)) continue;
     any = true;
     std::mt19937 rng(static_cast<unsigned>(static_cast<int>(t) + 40));
     const int64_t k = t == DType::kQ4_K ? 512 : 96;
     const int64_t blocks = k / qdot::kBlock;
-    for (int64_t n : {1, 5, 8, 13, 24}) {
+    for (int64_t n : {1, 5, 8, 13, 16, 21, 24, 40}) {
       const auto w = random_weight(rng, t, n, k);
       const uint64_t row_bytes = *dtype_row_bytes(t, k);
       std::vector<uint8_t> packed(static_cast<size_t>((n + 7) / 8) * qdot::packed_group_bytes(t, blocks));

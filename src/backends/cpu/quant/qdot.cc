@@ -240,7 +240,8 @@ void dot_rows(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const Ac
 
 bool packs(DType t) {
 #if PAGODA_QDOT_HAS_AVX2
-  return use_avx2() && (t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ5_0 || t == DType::kQ4_K);
+  return use_avx2() &&
+         (t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ5_0 || t == DType::kQ8_0 || t == DType::kQ4_K);
 #else
   (void)t;
   return false;
@@ -249,8 +250,11 @@ bool packs(DType t) {
 
 uint64_t packed_group_bytes(DType t, int64_t blocks) {
   if (t == DType::kQ4_K) return kPackedQ4KBytes * static_cast<uint64_t>(blocks / 8);
-  // scales (and minimums, or fifth bits), then 8 x 16 bytes of quants
-  const uint64_t per_block = t == DType::kQ5_0 ? 48 + 8 * 16 : t == DType::kQ4_1 ? 32 + 8 * 16 : 16 + 8 * 16;
+  // scales (and minimums, or fifth bits), then 8 x 16 bytes of quants (8 x 32 for Q8_0)
+  const uint64_t per_block = t == DType::kQ8_0   ? 16 + 8 * 32
+                             : t == DType::kQ5_0 ? 48 + 8 * 16
+                             : t == DType::kQ4_1 ? 32 + 8 * 16
+                                                 : 16 + 8 * 16;
   return per_block * static_cast<uint64_t>(blocks);
 }
 
@@ -297,8 +301,13 @@ void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_
   }
   const bool q4_1 = t == DType::kQ4_1;
   const bool q5_0 = t == DType::kQ5_0;
-  const int block_bytes = q5_0 ? layout::q5_0::kBytes : q4_1 ? layout::q4_1::kBytes : layout::q4_0::kBytes;
-  const int qs = q5_0 ? layout::q5_0::kQs : q4_1 ? layout::q4_1::kQs : layout::q4_0::kQs;
+  const bool q8_0 = t == DType::kQ8_0;
+  const int block_bytes = q8_0   ? layout::q8_0::kBytes
+                          : q5_0 ? layout::q5_0::kBytes
+                          : q4_1 ? layout::q4_1::kBytes
+                                 : layout::q4_0::kBytes;
+  const int qs = q8_0 ? layout::q8_0::kQs : q5_0 ? layout::q5_0::kQs : q4_1 ? layout::q4_1::kQs : layout::q4_0::kQs;
+  const int vectors = q8_0 ? 8 : 4;             // 32-byte vectors of quants per block
   const int head = q5_0 ? 48 : q4_1 ? 32 : 16;  // the scales (and minimums or fifth bits) before the quants
   const uint64_t per_block = packed_group_bytes(t, 1);
   for (int64_t g = 0; g < (n + 7) / 8; ++g) {
@@ -310,28 +319,44 @@ void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_
         std::memcpy(o + 2 * i, src, 2);                                     // d
         if (q4_1) std::memcpy(o + 16 + 2 * i, src + layout::q4_1::kM, 2);   // m
         if (q5_0) std::memcpy(o + 16 + 4 * i, src + layout::q5_0::kQh, 4);  // fifth bits
-        for (int j = 0; j < 4; ++j)  // quant bytes 4j..4j+3 of the eight rows form vector j
+        for (int j = 0; j < vectors; ++j)  // quant bytes 4j..4j+3 of the eight rows form vector j
           std::memcpy(o + head + 32 * j + 4 * i, src + qs + 4 * j, 4);
       }
     }
   }
 }
 
+// Activation rows from which dot_rows_packed uses the two-group kernels.
+constexpr int64_t kPairRows = 8;
+
 void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
                      float* out, int64_t ldo) {
 #if PAGODA_QDOT_HAS_AVX2
   if (packs(t)) {
     PackedTileFn tiles[4];
+    PackedPairFn pairs[4] = {nullptr, nullptr, nullptr, nullptr};
     if (use_vnni()) {
       packed_tiles_vnni(t, tiles);
     } else {
       packed_tiles_avx2(t, tiles);
+      packed_pairs_avx2(t, pairs);
     }
-    // Groups of four activation rows against each group of eight weight rows.
+    // Groups of four activation rows against each group of eight weight rows, or each two groups
+    // where a kernel takes two and the weight tile is reused enough (with fewer activation rows the
+    // two-group kernels measured slower: their weight streams, not the multiplies, bound them).
     const uint64_t group = packed_group_bytes(t, blocks);
     for (int64_t r0 = 0; r0 < m; r0 += 4) {
-      const PackedTileFn fn = tiles[std::min<int64_t>(4, m - r0) - 1];
-      for (int64_t j = 0; j < n; j += 8) {
+      const int64_t rows = std::min<int64_t>(4, m - r0);
+      const PackedTileFn fn = tiles[rows - 1];
+      const PackedPairFn pair = pairs[rows - 1];
+      int64_t j = 0;
+      if (pair != nullptr && m >= kPairRows) {
+        for (; j + 8 < n; j += 16) {
+          pair(packed + static_cast<uint64_t>(j / 8) * group, group, static_cast<int>(std::min<int64_t>(8, n - j - 8)),
+               x + r0 * blocks, blocks, blocks, out + r0 * ldo + j, ldo);
+        }
+      }
+      for (; j < n; j += 8) {
         fn(packed + static_cast<uint64_t>(j / 8) * group, static_cast<int>(std::min<int64_t>(8, n - j)),
            x + r0 * blocks, blocks, blocks, out + r0 * ldo + j, ldo);
       }

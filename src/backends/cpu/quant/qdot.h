@@ -48,12 +48,12 @@ void dot_rows(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const Ac
 void dot_rows_scalar(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const ActBlock* x, int64_t blocks,
                      int64_t m, float* out, int64_t ldo);
 
-// Repacked weights. For Q4_0, Q4_1 and Q5_0 the AVX2 kernels also take a weight repacked in groups
-// of eight rows, interleaved block by block: for each 32-element block, the eight rows' f16 scales
-// d (and for Q4_1 the eight minimums m, for Q5_0 the eight 32-bit words of fifth bits) back to
-// back, then four 32-byte vectors whose vector j holds quant bytes 4j..4j+3 of rows 0..7 in turn
-// (144 bytes per block for Q4_0, 160 for Q4_1, 176 for Q5_0; Q4_K, by super-block, in
-// kPackedQ4KBytes: see pack_rows8 in qdot.cc). Each
+// Repacked weights. For Q4_0, Q4_1, Q5_0 and Q8_0 the AVX2 kernels also take a weight repacked in
+// groups of eight rows, interleaved block by block: for each 32-element block, the eight rows'
+// f16 scales d (and for Q4_1 the eight minimums m, for Q5_0 the eight 32-bit words of fifth bits)
+// back to back, then 32-byte vectors (four; eight for Q8_0) whose vector j holds quant bytes
+// 4j..4j+3 of rows 0..7 in turn (144 bytes per block for Q4_0, 160 for Q4_1, 176 for Q5_0, 272 for
+// Q8_0; Q4_K, by super-block, in kPackedQ4KBytes: see pack_rows8 in qdot.cc). Each
 // 32-bit lane of a vector thus belongs to one output row: the kernels multiply it with four
 // activation bytes broadcast to every lane and add up in the lane, with no horizontal reduction,
 // and a group's block is one contiguous run of loads, the weight one stream. A last group of

@@ -442,6 +442,17 @@ PAGODA_AVX2 inline void lane_sums(const __m256i lo[4], const __m256i hi[4], cons
   }
 }
 
+// One block's float step for output lanes whose exact int16 sums are `s16`: to int32, then
+// acc += float(dot) * (dw * d) (+ mw * dsum for Q4_1; for Q4_0 the offset 8 * qsum comes off the
+// integer dot first). Every Q4 kernel below ends a block with exactly this.
+template <bool kQ4_1>
+PAGODA_AVX2 inline void block_step(__m256i s16, __m256 dw, __m256 mw, const ActBlock& a, __m256i ones, __m256& acc) {
+  __m256i s = _mm256_madd_epi16(s16, ones);
+  if constexpr (!kQ4_1) s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.qsum));
+  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc);
+  if constexpr (kQ4_1) acc = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.dsum), acc);
+}
+
 template <int R, bool kQ4_1>
 PAGODA_AVX2 void packed_q4(const uint8_t* w, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
                            int64_t ldo) {
@@ -470,11 +481,99 @@ PAGODA_AVX2 void packed_q4(const uint8_t* w, int valid, const ActBlock* x, int64
       const ActBlock& a = x[r * stride + b];
       __m256i s0, s1;
       lane_sums(lo, hi, a.q, s0, s1);
-      __m256i s = _mm256_madd_epi16(_mm256_add_epi16(s0, s1), ones);  // joined in int16: at most 30720
-      if constexpr (!kQ4_1) s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.qsum));
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
-      if constexpr (kQ4_1) acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.dsum), acc[r]);
+      block_step<kQ4_1>(_mm256_add_epi16(s0, s1), dw, mw, a, ones, acc[r]);  // joined in int16: at most 30720
     }
+  }
+  store8<R>(acc, out, ldo, valid);
+}
+
+// Two groups of eight rows (the second `group` bytes after the first, `valid` of its rows real)
+// against R activation rows: each broadcast of four activation bytes serves both groups, which
+// halves the broadcasts per multiply that bound packed_q4. Per output the integer block dot is
+// the same exact sum and the float steps are block_step's, so the results are packed_q4's bits.
+template <int R, bool kQ4_1>
+PAGODA_AVX2 void packed_q4_pair(const uint8_t* w, uint64_t group, int valid, const ActBlock* x, int64_t stride,
+                                int64_t nb, float* out, int64_t ldo) {
+  constexpr int kHead = kQ4_1 ? 32 : 16;
+  constexpr uint64_t kBlockBytes = kHead + 8 * 16;
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[2][R];
+  for (int r = 0; r < R; ++r)
+    acc[0][r] = acc[1][r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* g[2] = {w + static_cast<uint64_t>(b) * kBlockBytes,
+                           w + group + static_cast<uint64_t>(b) * kBlockBytes};
+    for (int h = 0; h < 2; ++h) {
+      for (uint64_t o = 0; o < kBlockBytes; o += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(g[h] + 1024 + o), _MM_HINT_T0);
+    }
+    // s[h][r]: int16 lane sums of group h against row r, as lane_sums' s0 + s1 (at most 30720).
+    __m256i s[2][R];
+#pragma GCC unroll 1
+    for (int j = 0; j < 4; ++j) {
+      __m256i lo[2];
+      __m256i hi[2];
+      for (int h = 0; h < 2; ++h) {
+        const __m256i v = load32(g[h] + kHead + 32 * j);
+        lo[h] = _mm256_and_si256(v, low4);
+        hi[h] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+      }
+#pragma GCC unroll 4
+      for (int r = 0; r < R; ++r) {
+        const int8_t* q = x[r * stride + b].q;
+        const __m256i xl = bcast4(q + 4 * j);
+        const __m256i xh = bcast4(q + 16 + 4 * j);
+        for (int h = 0; h < 2; ++h) {
+          const __m256i p = _mm256_add_epi16(_mm256_maddubs_epi16(lo[h], xl), _mm256_maddubs_epi16(hi[h], xh));
+          s[h][r] = j == 0 ? p : _mm256_add_epi16(s[h][r], p);
+        }
+      }
+    }
+    for (int h = 0; h < 2; ++h) {
+      const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g[h])));
+      __m256 mw = _mm256_setzero_ps();
+      if constexpr (kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g[h] + 16)));
+      for (int r = 0; r < R; ++r)
+        block_step<kQ4_1>(s[h][r], dw, mw, x[r * stride + b], ones, acc[h][r]);
+    }
+  }
+  store8<R>(acc[0], out, ldo, 8);
+  store8<R>(acc[1], out + 8, ldo, valid);
+}
+
+// Q8_0 on a repacked group: 16 bytes of scales, then eight vectors, vector j holding quant bytes
+// 4j..4j+3 of rows 0..7. mul_ss16's sign trick on a broadcast (|w| times the four activation bytes
+// with each lane's weight signs moved onto them); a pair sum can reach 2 * 128 * 127, so every
+// product goes to int32 at once, and the eight add up to row i's exact block dot in lane i. The
+// float step is tile_q8_0's, so the results are its bits.
+template <int R>
+PAGODA_AVX2 void packed_q8_0(const uint8_t* w, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
+                             int64_t ldo) {
+  constexpr uint64_t kBlockBytes = 16 + 8 * 32;
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm256_setzero_ps();
+  for (int64_t b = 0; b < nb; ++b) {
+    const uint8_t* g = w + static_cast<uint64_t>(b) * kBlockBytes;
+    for (uint64_t o = 0; o < kBlockBytes; o += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(g + 1024 + o), _MM_HINT_T0);
+    __m256i s[R];
+#pragma GCC unroll 1
+    for (int j = 0; j < 8; ++j) {
+      const __m256i q = load32(g + 16 + 32 * j);
+      const __m256i aq = _mm256_sign_epi8(q, q);
+      for (int r = 0; r < R; ++r) {
+        const __m256i xv = _mm256_sign_epi8(bcast4(x[r * stride + b].q + 4 * j), q);
+        const __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aq, xv), ones);
+        s[r] = j == 0 ? p : _mm256_add_epi32(s[r], p);
+      }
+    }
+    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
+    for (int r = 0; r < R; ++r)
+      acc[r] =
+          _mm256_fmadd_ps(_mm256_cvtepi32_ps(s[r]), _mm256_mul_ps(dw, _mm256_set1_ps(x[r * stride + b].d)), acc[r]);
   }
   store8<R>(acc, out, ldo, valid);
 }
@@ -637,6 +736,18 @@ PAGODA_AVX2 void quantize_row_avx2(const float* x, ActBlock* out, int64_t k) {
   }
 }
 
+void packed_pairs_avx2(DType t, PackedPairFn pairs[4]) {
+  if (t == DType::kQ4_1) {
+    pairs[0] = packed_q4_pair<1, true>, pairs[1] = packed_q4_pair<2, true>, pairs[2] = packed_q4_pair<3, true>,
+    pairs[3] = packed_q4_pair<4, true>;
+  } else if (t == DType::kQ4_0) {
+    pairs[0] = packed_q4_pair<1, false>, pairs[1] = packed_q4_pair<2, false>, pairs[2] = packed_q4_pair<3, false>,
+    pairs[3] = packed_q4_pair<4, false>;
+  } else {
+    pairs[0] = pairs[1] = pairs[2] = pairs[3] = nullptr;
+  }
+}
+
 void packed_tiles_avx2(DType t, PackedTileFn tiles[4]) {
   if (t == DType::kQ4_1) {
     tiles[0] = packed_q4<1, true>, tiles[1] = packed_q4<2, true>, tiles[2] = packed_q4<3, true>,
@@ -646,6 +757,8 @@ void packed_tiles_avx2(DType t, PackedTileFn tiles[4]) {
     tiles[3] = packed_q4<4, false>;
   } else if (t == DType::kQ5_0) {
     tiles[0] = packed_q5_0<1>, tiles[1] = packed_q5_0<2>, tiles[2] = packed_q5_0<3>, tiles[3] = packed_q5_0<4>;
+  } else if (t == DType::kQ8_0) {
+    tiles[0] = packed_q8_0<1>, tiles[1] = packed_q8_0<2>, tiles[2] = packed_q8_0<3>, tiles[3] = packed_q8_0<4>;
   } else if (t == DType::kQ4_K) {
     tiles[0] = packed_q4_k<1>, tiles[1] = packed_q4_k<2>, tiles[2] = packed_q4_k<3>, tiles[3] = packed_q4_k<4>;
   } else {

@@ -23,8 +23,15 @@ void dot_rows_avx2(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, con
 // them real) against 1..4 activation rows, row r at x + r * stride, out[r * ldo + i] for i < valid.
 using PackedTileFn = void (*)(const uint8_t* group, int valid, const ActBlock* x, int64_t stride, int64_t blocks,
                               float* out, int64_t ldo);
-// The AVX2 kernels for 1, 2, 3 and 4 activation rows of repacked Q4_0 or Q4_1.
+// The AVX2 kernels for 1, 2, 3 and 4 activation rows of a repacked type.
 void packed_tiles_avx2(DType t, PackedTileFn tiles[4]);
+// Kernels on two consecutive groups (the second `group_bytes` after the first; all eight rows of
+// the first real, `valid` of the second), out[r * ldo + i] for i < 8 + valid, with the bits of
+// two single-group calls; for 1..4 activation rows, or null where type `t` has none (all but Q4_0
+// and Q4_1).
+using PackedPairFn = void (*)(const uint8_t* group, uint64_t group_bytes, int valid, const ActBlock* x, int64_t stride,
+                              int64_t blocks, float* out, int64_t ldo);
+void packed_pairs_avx2(DType t, PackedPairFn pairs[4]);
 #endif
 
 }  // namespace pagoda::cpu::qdot

@@ -82,7 +82,7 @@ void packed_tiles_vnni(DType t, PackedTileFn tiles[4]) {
   } else if (t == DType::kQ4_0) {
     tiles[0] = tile_q4_vnni<1, false>, tiles[1] = tile_q4_vnni<2, false>, tiles[2] = tile_q4_vnni<3, false>,
     tiles[3] = tile_q4_vnni<4, false>;
-  } else if (t == DType::kQ5_0 || t == DType::kQ4_K) {
+  } else if (t == DType::kQ5_0 || t == DType::kQ8_0 || t == DType::kQ4_K) {
     packed_tiles_avx2(t, tiles);  // no VNNI kernels of their own yet
   } else {
     std::abort();  // callers check packs() first
