@@ -14,6 +14,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cpu/cpu_backend.h"
 #include "ops/ops.h"
 #include "ops_test_util.h"
 
@@ -456,6 +457,83 @@ TEST(CpuAttention, F16CacheGivesTheBitsOfTheSameValuesInF32) {
     EXPECT_EQ(std::memcmp(got[0].data(), got[1].data(), got[0].size() * sizeof(float)), 0) << c.str();
     // and both are attention: within tolerance of the double reference
     expect_close(got[0], ref_attention(c, b, p.scale), 0.0, kAttentionTolerance, "f16 in place " + c.str());
+  }
+}
+
+// The engine relies on a query getting the same bits from prefill as from decode at the same
+// position (preemption recomputes, prefix caching skips work), however the work is split: every
+// position of each prompt, attended by prefill (tiles of positions, keys in chunks), by one decode
+// batch per position (a task per kv head, or per head with more threads than that fills) and by
+// one decode batch of all positions (a task per sequence, all heads), with one thread and with
+// eight. Cases cover grouped heads (3 and 8 to a kv head), several cache blocks, every cache
+// dtype, a head-size tail, and long enough contexts for prefill to take the keys in chunks.
+TEST(CpuAttention, DecodeAndPrefillGiveTheSameBitsHoweverSplit) {
+  std::mt19937 rng(32);
+  const std::vector<AttnCase> cases = {
+      {64, 9, 3, 16, DType::kF32, {{0, 70}, {0, 33}}},
+      {64, 9, 3, 16, DType::kF16, {{0, 70}, {0, 33}}},
+      {256, 8, 2, 16, DType::kF32, {{0, 150}}},
+      {256, 6, 2, 16, DType::kF16, {{0, 140}}},
+      {80, 8, 2, 8, DType::kBF16, {{0, 41}, {0, 9}}, 13, 30.0f},
+      {68, 6, 2, 16, DType::kF16, {{0, 50}}, 0, 0.0f, true},
+      {64, 8, 1, 16, DType::kF32, {{0, 45}, {0, 20}}, 24},
+  };
+  for (const AttnCase& c : cases) {
+    const Batch b = make_batch(rng, c);
+    const Tensor slopes = host_f32(Shape{c.heads}, b.slopes);
+    const AttentionParams p = params_for(c, &slopes);
+    const auto num_seqs = static_cast<int64_t>(c.seqs.size());
+    const int64_t row = c.heads * c.head_size;
+    const int32_t* table = b.block_tables.data<int32_t>();
+    const int64_t max_blocks = b.block_tables.dim(1);
+    std::vector<float> first;  // prefill's result with one thread
+    for (int threads : {1, 8}) {
+      cpu::CpuBackend backend(threads);
+      BackendOps& ops = backend.ops();
+      Tensor out = Tensor::empty(Shape{b.tokens, c.heads, c.head_size}, DType::kF32);
+      ops.prefill_attention(out, host_f32(Shape{b.tokens, c.heads, c.head_size}, b.query), b.key_cache, b.value_cache,
+                            c.kv_heads, b.block_tables, host_i32(Shape{num_seqs + 1}, b.cu_query_lens),
+                            host_i32(Shape{num_seqs}, b.seq_lens), c.block_size, b.max_query_len, p);
+      const std::vector<float> prefill(out.data<float>(), out.data<float>() + out.numel());
+      const std::string what = c.str() + ", " + std::to_string(threads) + " threads";
+      if (first.empty()) {
+        expect_close(prefill, ref_attention(c, b, p.scale), 0.0, kAttentionTolerance, "prefill " + what);
+        first = prefill;
+      } else {
+        EXPECT_EQ(std::memcmp(prefill.data(), first.data(), first.size() * sizeof(float)), 0) << "prefill " << what;
+      }
+      // Decode batches: (token) entries, each its sequence's query at that position.
+      const auto decode = [&](const std::vector<int64_t>& tokens) {
+        const auto n = static_cast<int64_t>(tokens.size());
+        std::vector<float> q;
+        std::vector<int32_t> lens, tables;
+        for (int64_t t : tokens) {
+          const auto s = static_cast<int64_t>(std::upper_bound(b.cu_query_lens.begin(), b.cu_query_lens.end(), t) -
+                                              b.cu_query_lens.begin() - 1);
+          q.insert(q.end(), b.query.begin() + t * row, b.query.begin() + (t + 1) * row);
+          lens.push_back(static_cast<int32_t>(t - b.cu_query_lens[s] + 1));
+          tables.insert(tables.end(), table + s * max_blocks, table + (s + 1) * max_blocks);
+        }
+        Tensor dout = Tensor::empty(Shape{n, c.heads, c.head_size}, DType::kF32);
+        ops.paged_attention(dout, host_f32(Shape{n, c.heads, c.head_size}, q), b.key_cache, b.value_cache, c.kv_heads,
+                            host_i32(Shape{n, max_blocks}, tables), host_i32(Shape{n}, lens), c.block_size,
+                            b.max_seq_len, p);
+        for (int64_t i = 0; i < n; ++i) {
+          EXPECT_EQ(std::memcmp(dout.data<float>() + i * row, prefill.data() + tokens[i] * row, row * sizeof(float)), 0)
+              << "decode of token " << tokens[i] << " among " << n << ", " << what;
+        }
+      };
+      std::vector<int64_t> all(static_cast<size_t>(b.tokens));
+      std::iota(all.begin(), all.end(), 0);
+      decode(all);
+      for (int64_t pos = 0; pos < b.max_query_len; ++pos) {
+        std::vector<int64_t> at_pos;
+        for (int64_t s = 0; s < num_seqs; ++s) {
+          if (pos < b.cu_query_lens[s + 1] - b.cu_query_lens[s]) at_pos.push_back(b.cu_query_lens[s] + pos);
+        }
+        decode(at_pos);
+      }
+    }
   }
 }
 

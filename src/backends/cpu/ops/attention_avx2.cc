@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
+#include <cstring>
+#include <limits>
 
 #include "backends/cpu/vec.h"
 
@@ -11,6 +13,8 @@
 #include <cpuid.h>
 
 #include "backends/cpu/ops/exp_avx2.h"
+
+#define PAGODA_ATTN_AVX2 __attribute__((target("avx2,fma,f16c")))
 
 namespace pagoda::cpu::attn {
 
@@ -24,114 +28,292 @@ bool available_f16() {
   return available() && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
 }
 
-// Eight elements of a key or value row as floats: f32 loaded, f16 converted (exact for every f16
-// value; F16C only quiets a signalling NaN, which stays a NaN).
-PAGODA_EXP_AVX2 inline __m256 load8(const float* p) {
+namespace {
+
+// A bf16 element, a type apart from f16's uint16_t so that overloads tell the two loads apart.
+struct Bf16 {
+  uint16_t bits;
+};
+
+// Eight elements of a key or value row as floats: f32 loaded, f16 and bf16 converted (exactly,
+// as the dequantizers convert them; F16C only quiets a signalling NaN, which stays a NaN).
+PAGODA_ATTN_AVX2 inline __m256 load8(const float* p) {
   return _mm256_loadu_ps(p);
 }
-__attribute__((target("avx2,fma,f16c"))) inline __m256 load8(const uint16_t* p) {
+PAGODA_ATTN_AVX2 inline __m256 load8(const uint16_t* p) {
   return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+}
+PAGODA_ATTN_AVX2 inline __m256 load8(const Bf16* p) {
+  const __m256i wide = _mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+  return _mm256_castsi256_ps(_mm256_slli_epi32(wide, 16));
 }
 inline float load1(const float* p) {
   return *p;
 }
-__attribute__((target("f16c"))) inline float load1(const uint16_t* p) {
+PAGODA_ATTN_AVX2 inline float load1(const uint16_t* p) {
   return _cvtsh_ss(*p);
 }
+inline float load1(const Bf16* p) {
+  uint16_t bits = 0;
+  std::memcpy(&bits, p, sizeof(bits));
+  const uint32_t wide = static_cast<uint32_t>(bits) << 16;
+  float f = 0.0f;
+  std::memcpy(&f, &wide, sizeof(f));
+  return f;
+}
 
-// Four keys at a time (a last partial group repeats its last key and drops the extra lanes), one
-// accumulator per key over the head dimension in steps of eight, reduced together: every score
-// goes through the same instructions whatever its lane, so it depends only on q and its key.
+// Consecutive rows of one block, in one tile per kv head.
+struct Run {
+  const uint8_t* tiles;  // kv head 0's first row
+  int64_t count;
+};
+
+// The run of rows from j (at most to hi) in j's block.
 template <typename T>
-__attribute__((target("avx2,fma,f16c"))) void scores_of(const float* q, const T* keys, int64_t n, int64_t hs,
-                                                        float scale, float* out) {
+inline Run run_at(const Rows& r, int64_t j, int64_t hi) {
+  const int64_t block = j / r.block_size;
+  const int64_t first = j - block * r.block_size;
+  return {r.base + static_cast<uint64_t>(r.table[block]) * r.block_stride +
+              static_cast<uint64_t>(first * r.head_size) * sizeof(T),
+          std::min(r.block_size - first, hi + 1 - j)};
+}
+
+// Scores of N queries against `rows` consecutive keys, K keys at a time (a last partial group
+// repeats its last key and drops the extra lanes): one accumulator per (query, key) over the
+// head dimension in steps of eight, each reduced by the same tree, (0+1 + 2+3) + (4+5 + 6+7) of
+// its lanes, then the tail of the head dimension one element at a time. A score thus goes
+// through the same instructions whatever N, K and its lane: it depends only on q and its key.
+//
+// With N = 3 and K = 4 the twelve accumulators, three query vectors and one key vector take all
+// sixteen registers. The empty asm statements pin the query and key vectors in registers: left
+// to itself, GCC folds each key load into every multiply-add that uses it, and the loads, not
+// the multiply-adds, then bound the loop.
+template <int N, int K, typename T>
+PAGODA_ATTN_AVX2 void scores_run(const float* const* q, const T* keys, int64_t rows, int64_t hs, float scale,
+                                 float* const* out) {
+  static_assert(K % 4 == 0);
   const int64_t hs8 = hs - hs % 8;
-  for (int64_t j = 0; j < n; j += 4) {
-    const T* k[4];
-    for (int t = 0; t < 4; ++t)
-      k[t] = keys + std::min<int64_t>(j + t, n - 1) * hs;
-    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  const __m128 vscale = _mm_set1_ps(scale);
+  for (int64_t j = 0; j < rows; j += K) {
+    const T* k[K];
+    for (int t = 0; t < K; ++t)
+      k[t] = keys + std::min<int64_t>(j + t, rows - 1) * hs;
+    __m256 a[N][K];
+    for (int i = 0; i < N; ++i) {
+      for (int t = 0; t < K; ++t)
+        a[i][t] = _mm256_setzero_ps();
+    }
     for (int64_t d = 0; d < hs8; d += 8) {
-      const __m256 qv = _mm256_loadu_ps(q + d);
-      for (int t = 0; t < 4; ++t)
-        a[t] = _mm256_fmadd_ps(qv, load8(k[t] + d), a[t]);
+      __m256 qv[N];
+      for (int i = 0; i < N; ++i) {
+        qv[i] = _mm256_loadu_ps(q[i] + d);
+        asm("" : "+x"(qv[i]));
+      }
+      for (int t = 0; t < K; ++t) {
+        __m256 kv = load8(k[t] + d);
+        if (N > 1) asm("" : "+x"(kv));
+        for (int i = 0; i < N; ++i)
+          a[i][t] = _mm256_fmadd_ps(qv[i], kv, a[i][t]);
+      }
     }
-    const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[0], a[1]), _mm256_hadd_ps(a[2], a[3]));
-    alignas(16) float sums[4];
-    _mm_store_ps(sums, _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)));
-    for (int t = 0; t < 4 && j + t < n; ++t) {
-      float sum = sums[t];
-      for (int64_t d = hs8; d < hs; ++d)
-        sum = std::fma(q[d], load1(k[t] + d), sum);
-      out[j + t] = scale * sum;
+    // Unrolled in full, so that the accumulators stay in registers: GCC keeps an array it indexes
+    // in a loop in memory, and would store and reload every accumulator.
+    __m128 sums[N][K / 4];
+#pragma GCC unroll 12
+    for (int i = 0; i < N; ++i) {
+#pragma GCC unroll 2
+      for (int g = 0; g < K / 4; ++g) {
+        const __m256 h = _mm256_hadd_ps(_mm256_hadd_ps(a[i][4 * g], a[i][4 * g + 1]),
+                                        _mm256_hadd_ps(a[i][4 * g + 2], a[i][4 * g + 3]));
+        sums[i][g] = _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+      }
+    }
+    if (hs8 == hs && j + K <= rows) {
+#pragma GCC unroll 12
+      for (int i = 0; i < N; ++i) {
+#pragma GCC unroll 2
+        for (int g = 0; g < K / 4; ++g)
+          _mm_storeu_ps(out[i] + j + 4 * g, _mm_mul_ps(vscale, sums[i][g]));
+      }
+      continue;
+    }
+    for (int i = 0; i < N; ++i) {
+      alignas(16) float s[K];
+      for (int g = 0; g < K / 4; ++g)
+        _mm_store_ps(s + 4 * g, sums[i][g]);
+      for (int t = 0; t < K && j + t < rows; ++t) {
+        float sum = s[t];
+        for (int64_t d = hs8; d < hs; ++d)
+          sum = std::fma(q[i][d], load1(k[t] + d), sum);
+        out[i][j + t] = scale * sum;
+      }
     }
   }
 }
 
-void scores(const float* q, const float* keys, int64_t n, int64_t hs, float scale, float* out) {
-  scores_of(q, keys, n, hs, scale, out);
-}
-
-void scores(const float* q, const uint16_t* keys, int64_t n, int64_t hs, float scale, float* out) {
-  scores_of(q, keys, n, hs, scale, out);
-}
-
-PAGODA_EXP_AVX2 float exp_sum(float* p, int64_t n, float max) {
-  const __m256 vmax = _mm256_set1_ps(max);
-  int64_t j = 0;
-  for (; j + 8 <= n; j += 8)
-    _mm256_storeu_ps(p + j, exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(p + j), vmax)));
-  if (j < n) {
-    alignas(32) float t[8] = {};
-    for (int64_t i = j; i < n; ++i)
-      t[i - j] = p[i];
-    _mm256_store_ps(t, exp_avx2(_mm256_sub_ps(_mm256_load_ps(t), vmax)));
-    for (int64_t i = j; i < n; ++i)
-      p[i] = t[i - j];
+// Block by block, and within a block kv head by kv head, whose tiles lie side by side: the reads
+// go through memory in long runs, which the hardware prefetcher follows (software prefetches of
+// the next block measured slower). Up to three queries of a kv head share each loaded key; one
+// alone takes eight keys at a time, to have as many independent sums in flight.
+template <typename T>
+PAGODA_ATTN_AVX2 void scores_of(const float* const* q, int64_t n, int64_t group, const Rows& keys, int64_t lo,
+                                int64_t hi, float scale, float* const* out) {
+  for (int64_t j = lo; j <= hi;) {
+    const Run run = run_at<T>(keys, j, hi);
+    for (int64_t i = 0; i < n;) {
+      const int64_t m = std::min<int64_t>(3, group - i % group);
+      const T* rows = reinterpret_cast<const T*>(run.tiles + (i / group) * keys.head_stride);
+      float* o[3];
+      for (int64_t t = 0; t < m; ++t)
+        o[t] = out[i + t] + (j - lo);
+      if (m == 3) {
+        scores_run<3, 4>(q + i, rows, run.count, keys.head_size, scale, o);
+      } else if (m == 2) {
+        scores_run<2, 4>(q + i, rows, run.count, keys.head_size, scale, o);
+      } else {
+        scores_run<1, 8>(q + i, rows, run.count, keys.head_size, scale, o);
+      }
+      i += m;
+    }
+    j += run.count;
   }
-  float sum = 0.0f;
-  for (j = 0; j < n; ++j)
-    sum += p[j];
-  return sum;
 }
 
-// Eight-float columns [d, d + 8 W) of acc, held in registers over all n keys.
-template <int W, typename T>
-__attribute__((target("avx2,fma,f16c"))) inline void accumulate_cols(const float* p, const T* values, int64_t n,
-                                                                     int64_t hs, float* acc) {
-  __m256 a[W];
-  for (int c = 0; c < W; ++c)
-    a[c] = _mm256_loadu_ps(acc + 8 * c);
-  for (int64_t j = 0; j < n; ++j) {
-    const __m256 pj = _mm256_set1_ps(p[j]);
-    const T* v = values + j * hs;
+// Columns [d, d + 8 W) of the N accumulators, in registers over the run's rows. Each column's
+// sum takes the rows in order, one fused multiply-add each, whatever N and W. The asm statement
+// keeps a value vector in a register for the N multiply-adds that use it (see scores_run).
+template <int N, int W, typename T>
+PAGODA_ATTN_AVX2 inline void accumulate_cols(const float* const* p, const T* values, int64_t rows, int64_t hs,
+                                             int64_t d, float* const* acc) {
+  __m256 a[N][W];
+  for (int i = 0; i < N; ++i) {
     for (int c = 0; c < W; ++c)
-      a[c] = _mm256_fmadd_ps(pj, load8(v + 8 * c), a[c]);
+      a[i][c] = _mm256_loadu_ps(acc[i] + d + 8 * c);
   }
-  for (int c = 0; c < W; ++c)
-    _mm256_storeu_ps(acc + 8 * c, a[c]);
+  for (int64_t j = 0; j < rows; ++j) {
+    __m256 pj[N];
+    for (int i = 0; i < N; ++i)
+      pj[i] = _mm256_broadcast_ss(p[i] + j);
+    const T* v = values + j * hs + d;
+    for (int c = 0; c < W; ++c) {
+      __m256 vc = load8(v + 8 * c);
+      if (N > 1) asm("" : "+x"(vc));
+      for (int i = 0; i < N; ++i)
+        a[i][c] = _mm256_fmadd_ps(pj[i], vc, a[i][c]);
+    }
+  }
+  for (int i = 0; i < N; ++i) {
+    for (int c = 0; c < W; ++c)
+      _mm256_storeu_ps(acc[i] + d + 8 * c, a[i][c]);
+  }
+}
+
+// W columns of eight for N queries: N W accumulators, the W value vectors and N broadcast
+// weights within the sixteen registers, with enough independent sums to hide the latency.
+template <int N>
+constexpr int kCols = N == 1   ? 8
+                      : N == 2 ? 4
+                               : 3;
+
+template <int N, typename T>
+PAGODA_ATTN_AVX2 void accumulate_run(const float* const* p, const T* values, int64_t rows, int64_t hs,
+                                     float* const* acc) {
+  constexpr int W = kCols<N>;
+  int64_t d = 0;
+  for (; d + 8 * W <= hs; d += 8 * W)
+    accumulate_cols<N, W>(p, values, rows, hs, d, acc);
+  for (; d + 16 <= hs; d += 16)
+    accumulate_cols<N, 2>(p, values, rows, hs, d, acc);
+  for (; d + 8 <= hs; d += 8)
+    accumulate_cols<N, 1>(p, values, rows, hs, d, acc);
+  for (; d < hs; ++d) {
+    for (int i = 0; i < N; ++i) {
+      float sum = acc[i][d];
+      for (int64_t j = 0; j < rows; ++j)
+        sum = std::fma(p[i][j], load1(values + j * hs + d), sum);
+      acc[i][d] = sum;
+    }
+  }
 }
 
 template <typename T>
-__attribute__((target("avx2,fma,f16c"))) void accumulate_of(const float* p, const T* values, int64_t n, int64_t hs,
-                                                            float* acc) {
-  int64_t d = 0;
-  for (; d + 64 <= hs; d += 64)
-    accumulate_cols<8>(p, values + d, n, hs, acc + d);
-  for (; d + 8 <= hs; d += 8)
-    accumulate_cols<1>(p, values + d, n, hs, acc + d);
-  for (; d < hs; ++d) {
-    for (int64_t j = 0; j < n; ++j)
-      acc[d] = std::fma(p[j], load1(values + j * hs + d), acc[d]);
+PAGODA_ATTN_AVX2 void accumulate_of(const float* const* p, int64_t n, int64_t group, const Rows& values, int64_t lo,
+                                    int64_t hi, float* const* acc) {
+  for (int64_t j = lo; j <= hi;) {
+    const Run run = run_at<T>(values, j, hi);
+    for (int64_t i = 0; i < n;) {
+      const int64_t m = std::min<int64_t>(3, group - i % group);
+      const T* rows = reinterpret_cast<const T*>(run.tiles + (i / group) * values.head_stride);
+      const float* pj[3];
+      for (int64_t t = 0; t < m; ++t)
+        pj[t] = p[i + t] + (j - lo);
+      if (m == 3) {
+        accumulate_run<3>(pj, rows, run.count, values.head_size, acc + i);
+      } else if (m == 2) {
+        accumulate_run<2>(pj, rows, run.count, values.head_size, acc + i);
+      } else {
+        accumulate_run<1>(pj, rows, run.count, values.head_size, acc + i);
+      }
+      i += m;
+    }
+    j += run.count;
   }
 }
 
-void accumulate(const float* p, const float* values, int64_t n, int64_t hs, float* acc) {
-  accumulate_of(p, values, n, hs, acc);
+// Lanes below `n` (0 to 8) set.
+PAGODA_ATTN_AVX2 inline __m256i first_lanes(int64_t n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
-void accumulate(const float* p, const uint16_t* values, int64_t n, int64_t hs, float* acc) {
-  accumulate_of(p, values, n, hs, acc);
+}  // namespace
+
+void scores(const float* const* q, int64_t n, int64_t group, const Rows& keys, int64_t lo, int64_t hi, float scale,
+            float* const* out) {
+  switch (keys.elem) {
+    case Elem::kF32: return scores_of<float>(q, n, group, keys, lo, hi, scale, out);
+    case Elem::kF16: return scores_of<uint16_t>(q, n, group, keys, lo, hi, scale, out);
+    case Elem::kBF16: return scores_of<Bf16>(q, n, group, keys, lo, hi, scale, out);
+  }
+}
+
+PAGODA_ATTN_AVX2 float softmax_numerators(float* p, int64_t n) {
+  const __m256 lowest = _mm256_set1_ps(-std::numeric_limits<float>::infinity());
+  const int64_t n8 = n - n % 8;
+  const __m256i tail = first_lanes(n - n8);
+  // max(x, m) is m when x is a NaN, so NaN scores are passed over.
+  __m256 m = lowest;
+  for (int64_t j = 0; j < n8; j += 8)
+    m = _mm256_max_ps(_mm256_loadu_ps(p + j), m);
+  m = _mm256_max_ps(_mm256_blendv_ps(lowest, _mm256_maskload_ps(p + n8, tail), _mm256_castsi256_ps(tail)), m);
+  __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+  m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+  m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+  const float max = _mm_cvtss_f32(m4);
+  if (max == -std::numeric_limits<float>::infinity()) return 0.0f;
+  const __m256 vmax = _mm256_set1_ps(max);
+  __m256 sum = _mm256_setzero_ps();
+  for (int64_t j = 0; j < n8; j += 8) {
+    const __m256 e = exp_avx2(_mm256_sub_ps(_mm256_loadu_ps(p + j), vmax));
+    _mm256_storeu_ps(p + j, e);
+    sum = _mm256_add_ps(sum, e);
+  }
+  const __m256 e =
+      _mm256_and_ps(exp_avx2(_mm256_sub_ps(_mm256_maskload_ps(p + n8, tail), vmax)), _mm256_castsi256_ps(tail));
+  _mm256_maskstore_ps(p + n8, tail, e);
+  sum = _mm256_add_ps(sum, e);
+  __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(sum), _mm256_extractf128_ps(sum, 1));
+  s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+  s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+  return _mm_cvtss_f32(s4);
+}
+
+void accumulate(const float* const* p, int64_t n, int64_t group, const Rows& values, int64_t lo, int64_t hi,
+                float* const* acc) {
+  switch (values.elem) {
+    case Elem::kF32: return accumulate_of<float>(p, n, group, values, lo, hi, acc);
+    case Elem::kF16: return accumulate_of<uint16_t>(p, n, group, values, lo, hi, acc);
+    case Elem::kBF16: return accumulate_of<Bf16>(p, n, group, values, lo, hi, acc);
+  }
 }
 
 }  // namespace pagoda::cpu::attn
@@ -145,19 +327,13 @@ bool available() {
 bool available_f16() {
   return false;
 }
-void scores(const float*, const float*, int64_t, int64_t, float, float*) {
+void scores(const float* const*, int64_t, int64_t, const Rows&, int64_t, int64_t, float, float* const*) {
   std::abort();
 }
-void scores(const float*, const uint16_t*, int64_t, int64_t, float, float*) {
+float softmax_numerators(float*, int64_t) {
   std::abort();
 }
-float exp_sum(float*, int64_t, float) {
-  std::abort();
-}
-void accumulate(const float*, const float*, int64_t, int64_t, float*) {
-  std::abort();
-}
-void accumulate(const float*, const uint16_t*, int64_t, int64_t, float*) {
+void accumulate(const float* const*, int64_t, int64_t, const Rows&, int64_t, int64_t, float* const*) {
   std::abort();
 }
 }  // namespace pagoda::cpu::attn

@@ -1,9 +1,15 @@
 #pragma once
 
-// AVX2 inner loops of the CPU attention (attention.cc): the scores of one query against a run of
-// keys, their exponentials, and the weighted sum of the values. They replace per-key calls of
-// vec::dot / std::exp / vec::axpy; every query goes through them the same way, decode or prefill,
-// so a query's result still depends only on its own keys.
+// AVX2 inner loops of the CPU attention (attention.cc): the scores of a few queries against a run
+// of keys, their exponentials, and the weighted sum of the values. They walk the paged cache
+// themselves, so that a query's whole context is a handful of calls rather than several per cache
+// block.
+//
+// The queries of one call are query heads of one position: those that share a kv head share each
+// key or value vector loaded into a register. Every query still goes through the same
+// instructions whatever the other queries of the call, their number or its place among them, and
+// however its key range is cut into calls, so its result depends only on its own query and keys
+// (decode and prefill, heads grouped or not, give the same bits).
 
 #include <cstdint>
 
@@ -11,21 +17,40 @@ namespace pagoda::cpu::attn {
 
 // Whether the functions below may be called (AVX2 and FMA on this CPU).
 [[nodiscard]] bool available();
-// Whether the f16 overloads may be called too (F16C as well).
+// Whether they may be called on an f16 cache too (F16C as well).
 [[nodiscard]] bool available_f16();
 
-// out[j] = scale * dot(q, keys + j * hs) for j < n.
-void scores(const float* q, const float* keys, int64_t n, int64_t hs, float scale, float* out);
-// The same over f16 keys, converted in registers (exactly, as the f16 dequantizer converts them),
-// so the scores are bit for bit those of converting the keys first.
-void scores(const float* q, const uint16_t* keys, int64_t n, int64_t hs, float scale, float* out);
+enum class Elem : uint8_t { kF32, kF16, kBF16 };
 
-// p[j] = exp(p[j] - max) for j < n; returns the sum of the p[j], added in order.
-float exp_sum(float* p, int64_t n, float max);
+// The keys (or the values) of consecutive kv heads of one sequence in the paged cache: row j of
+// kv head k is row j % block_size of the tile at
+// base + table[j / block_size] * block_stride + k * head_stride bytes, head_size elements of type
+// `elem`. f16 and bf16 rows are converted in registers, exactly.
+struct Rows {
+  const uint8_t* base;
+  const int32_t* table;
+  uint64_t block_stride;
+  uint64_t head_stride;
+  int64_t block_size;
+  int64_t head_size;
+  Elem elem;
+};
 
-// acc[d] += sum over j < n of p[j] * values[j * hs + d], the keys added in order for each d.
-void accumulate(const float* p, const float* values, int64_t n, int64_t hs, float* acc);
-// The same over f16 values, converted in registers.
-void accumulate(const float* p, const uint16_t* values, int64_t n, int64_t hs, float* acc);
+// In scores and accumulate, query i < n reads kv head i / group, and the blocks are walked in
+// order, each block's kv heads together: their tiles lie side by side in the cache, so the reads
+// go through memory in long runs.
+
+// out[i][j - lo] = scale * dot(q[i], row j) for i < n and lo <= j <= hi.
+void scores(const float* const* q, int64_t n, int64_t group, const Rows& keys, int64_t lo, int64_t hi, float scale,
+            float* const* out);
+
+// p[j] = exp(p[j] - m) for j < n, m the largest p[j] (NaNs ignored); returns the sum of the
+// p[j], or 0 with p left as it was when m is -inf (every score -inf, or n = 0). The exponentials
+// and the sum go eight at a time from p[0], so the bits depend on where p starts.
+float softmax_numerators(float* p, int64_t n);
+
+// acc[i][d] += p[i][j - lo] * row j [d] for i < n, d < head_size, and j from lo to hi in order.
+void accumulate(const float* const* p, int64_t n, int64_t group, const Rows& values, int64_t lo, int64_t hi,
+                float* const* acc);
 
 }  // namespace pagoda::cpu::attn
