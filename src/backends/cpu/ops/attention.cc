@@ -142,25 +142,31 @@ void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head,
       bs * std::max<int64_t>(
                1, static_cast<int64_t>(kChunkBytes / (static_cast<uint64_t>(heads / group * bs * hs) * cache.elem)));
   const auto chunk_end = [&](int64_t c0) { return std::min(last_pos, (c0 / chunk + 1) * chunk - 1); };
-
-  // Pass 1: the scores, a chunk of keys at a time for all positions.
-  for (int64_t c0 = base; c0 <= last_pos; c0 = chunk_end(c0) + 1) {
-    const int64_t c1 = chunk_end(c0);
-    for (int64_t p = 0; p < count; ++p) {
-      const int64_t lo = std::max(lowest_key(first_pos + p), c0);
-      const int64_t hi = std::min(first_pos + p, c1);
-      if (lo > hi) continue;
-      for (int64_t g = 0; g < heads; ++g) {
-        s.in[g] = q + p * q_stride + g * head_stride;
-        s.at[g] = score_row(p * heads + g) + (lo - base);
-      }
-      if (fast) {
-        attn::scores(s.in.data(), heads, group, keys, lo, hi, params.scale, s.at.data());
-      } else {
-        portable_scores(cache, s.in.data(), heads, group, keys, lo, hi, params.scale, s.at.data(), s.row.data());
+  // Calls run(p, lo, hi) for each position p and its causal keys lo..hi within each chunk, a chunk
+  // at a time for all positions (passes 1 and 3).
+  const auto each_run = [&](const auto& run) {
+    for (int64_t c0 = base; c0 <= last_pos; c0 = chunk_end(c0) + 1) {
+      const int64_t c1 = chunk_end(c0);
+      for (int64_t p = 0; p < count; ++p) {
+        const int64_t lo = std::max(lowest_key(first_pos + p), c0);
+        const int64_t hi = std::min(first_pos + p, c1);
+        if (lo <= hi) run(p, lo, hi);
       }
     }
-  }
+  };
+
+  // Pass 1: the scores.
+  each_run([&](int64_t p, int64_t lo, int64_t hi) {
+    for (int64_t g = 0; g < heads; ++g) {
+      s.in[g] = q + p * q_stride + g * head_stride;
+      s.at[g] = score_row(p * heads + g) + (lo - base);
+    }
+    if (fast) {
+      attn::scores(s.in.data(), heads, group, keys, lo, hi, params.scale, s.at.data());
+    } else {
+      portable_scores(cache, s.in.data(), heads, group, keys, lo, hi, params.scale, s.at.data(), s.row.data());
+    }
+  });
 
   // Pass 2: soft-cap and ALiBi (rare), then the exponentials and their sum, per query.
   const float cap = params.logit_softcap;
@@ -181,23 +187,17 @@ void attend(const CacheView& cache, const int32_t* block_table, int64_t kv_head,
   }
 
   // Pass 3: the weighted sums of the values.
-  for (int64_t c0 = base; c0 <= last_pos; c0 = chunk_end(c0) + 1) {
-    const int64_t c1 = chunk_end(c0);
-    for (int64_t p = 0; p < count; ++p) {
-      const int64_t lo = std::max(lowest_key(first_pos + p), c0);
-      const int64_t hi = std::min(first_pos + p, c1);
-      if (lo > hi) continue;
-      for (int64_t g = 0; g < heads; ++g) {
-        s.in[g] = score_row(p * heads + g) + (lo - base);
-        s.at[g] = s.acc.data() + (p * heads + g) * hs;
-      }
-      if (fast) {
-        attn::accumulate(s.in.data(), heads, group, values, lo, hi, s.at.data());
-      } else {
-        portable_accumulate(cache, s.in.data(), heads, group, values, lo, hi, s.at.data(), s.row.data());
-      }
+  each_run([&](int64_t p, int64_t lo, int64_t hi) {
+    for (int64_t g = 0; g < heads; ++g) {
+      s.in[g] = score_row(p * heads + g) + (lo - base);
+      s.at[g] = s.acc.data() + (p * heads + g) * hs;
     }
-  }
+    if (fast) {
+      attn::accumulate(s.in.data(), heads, group, values, lo, hi, s.at.data());
+    } else {
+      portable_accumulate(cache, s.in.data(), heads, group, values, lo, hi, s.at.data(), s.row.data());
+    }
+  });
 
   // A query with no weight at all (every score -inf) gets zeros, whatever its sums made of the
   // scores left in its row.

@@ -421,6 +421,12 @@ PAGODA_AVX2 void tile_q4_k(const uint8_t* w, uint64_t row_bytes, int valid, cons
 
 using TileFn = void (*)(const uint8_t*, uint64_t, int, const ActBlock*, int64_t, int64_t, float*, int64_t);
 
+// A repacked group's weights are one stream: each block step prefetches the block 1 KiB ahead.
+PAGODA_AVX2 inline void prefetch_ahead(const uint8_t* block, uint64_t bytes) {
+  for (uint64_t o = 0; o < bytes; o += 64)
+    _mm_prefetch(reinterpret_cast<const char*>(block + 1024 + o), _MM_HINT_T0);
+}
+
 // Q4_0 / Q4_1 on a repacked group (qdot.h, pack_rows8): lane i of quant vector j holds bytes
 // 4j..4j+3 of row i, that is elements 4j..4j+3 (low nibbles) and 16+4j..16+4j+3 (high nibbles).
 // Each product with the matching four activation bytes, broadcast to every lane, leaves row i's
@@ -465,8 +471,7 @@ PAGODA_AVX2 void packed_q4(const uint8_t* w, int valid, const ActBlock* x, int64
     acc[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* g = w + static_cast<uint64_t>(b) * kBlockBytes;
-    for (uint64_t o = 0; o < kBlockBytes; o += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(g + 1024 + o), _MM_HINT_T0);
+    prefetch_ahead(g, kBlockBytes);
     __m256i lo[4];
     __m256i hi[4];
     for (int j = 0; j < 4; ++j) {
@@ -504,10 +509,8 @@ PAGODA_AVX2 void packed_q4_pair(const uint8_t* w, uint64_t group, int valid, con
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* g[2] = {w + static_cast<uint64_t>(b) * kBlockBytes,
                            w + group + static_cast<uint64_t>(b) * kBlockBytes};
-    for (int h = 0; h < 2; ++h) {
-      for (uint64_t o = 0; o < kBlockBytes; o += 64)
-        _mm_prefetch(reinterpret_cast<const char*>(g[h] + 1024 + o), _MM_HINT_T0);
-    }
+    prefetch_ahead(g[0], kBlockBytes);
+    prefetch_ahead(g[1], kBlockBytes);
     // s[h][r]: int16 lane sums of group h against row r, as lane_sums' s0 + s1 (at most 30720).
     __m256i s[2][R];
 #pragma GCC unroll 1
@@ -557,8 +560,7 @@ PAGODA_AVX2 void packed_q8_0(const uint8_t* w, int valid, const ActBlock* x, int
     acc[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* g = w + static_cast<uint64_t>(b) * kBlockBytes;
-    for (uint64_t o = 0; o < kBlockBytes; o += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(g + 1024 + o), _MM_HINT_T0);
+    prefetch_ahead(g, kBlockBytes);
     __m256i s[R];
 #pragma GCC unroll 1
     for (int j = 0; j < 8; ++j) {
@@ -600,8 +602,7 @@ PAGODA_AVX2 void packed_q5_0(const uint8_t* w, int valid, const ActBlock* x, int
     acc[r] = _mm256_setzero_ps();
   for (int64_t b = 0; b < nb; ++b) {
     const uint8_t* g = w + static_cast<uint64_t>(b) * kBlockBytes;
-    for (uint64_t o = 0; o < kBlockBytes; o += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(g + 1024 + o), _MM_HINT_T0);
+    prefetch_ahead(g, kBlockBytes);
     const __m256i qh = load32(g + 16);
     __m256i lo[4];
     __m256i hi[4];
