@@ -326,41 +326,52 @@ void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_
   }
 }
 
-// Activation rows from which dot_rows_packed uses the two-group kernels.
-constexpr int64_t kPairRows = 8;
+#if PAGODA_QDOT_HAS_AVX2
+// Activation rows from which dot_rows_packed uses the two-group kernels (bench/cpu_qdot). With
+// fewer, the AVX2 ones measured slower: their weight streams, not the multiplies, bound them. The
+// VNNI ones (one 512-bit vector for both groups) tie with one group at one row and win from two.
+constexpr int64_t kPairRowsAvx2 = 8;
+constexpr int64_t kPairRowsVnni = 2;
+
+void run_packed(const PackedTileFn tiles[4], const PackedPairFn pairs[4], uint64_t group, const uint8_t* packed,
+                int64_t n, const ActBlock* x, int64_t blocks, int64_t m, float* out, int64_t ldo) {
+  // Groups of four activation rows against each group of eight weight rows, or each two groups.
+  for (int64_t r0 = 0; r0 < m; r0 += 4) {
+    const int64_t rows = std::min<int64_t>(4, m - r0);
+    const PackedTileFn fn = tiles[rows - 1];
+    const PackedPairFn pair = pairs == nullptr ? nullptr : pairs[rows - 1];
+    int64_t j = 0;
+    if (pair != nullptr) {
+      for (; j + 8 < n; j += 16) {
+        pair(packed + static_cast<uint64_t>(j / 8) * group, group, static_cast<int>(std::min<int64_t>(8, n - j - 8)),
+             x + r0 * blocks, blocks, blocks, out + r0 * ldo + j, ldo);
+      }
+    }
+    for (; j < n; j += 8) {
+      fn(packed + static_cast<uint64_t>(j / 8) * group, static_cast<int>(std::min<int64_t>(8, n - j)), x + r0 * blocks,
+         blocks, blocks, out + r0 * ldo + j, ldo);
+    }
+  }
+}
+#endif
 
 void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
                      float* out, int64_t ldo) {
 #if PAGODA_QDOT_HAS_AVX2
   if (packs(t)) {
     PackedTileFn tiles[4];
-    PackedPairFn pairs[4] = {nullptr, nullptr, nullptr, nullptr};
+    PackedPairFn pairs[4];
+    int64_t pair_rows = kPairRowsAvx2;
     if (use_vnni()) {
       packed_tiles_vnni(t, tiles);
+      packed_pairs_vnni(t, pairs);
+      pair_rows = kPairRowsVnni;
     } else {
       packed_tiles_avx2(t, tiles);
       packed_pairs_avx2(t, pairs);
     }
-    // Groups of four activation rows against each group of eight weight rows, or each two groups
-    // where a kernel takes two and the weight tile is reused enough (with fewer activation rows the
-    // two-group kernels measured slower: their weight streams, not the multiplies, bound them).
-    const uint64_t group = packed_group_bytes(t, blocks);
-    for (int64_t r0 = 0; r0 < m; r0 += 4) {
-      const int64_t rows = std::min<int64_t>(4, m - r0);
-      const PackedTileFn fn = tiles[rows - 1];
-      const PackedPairFn pair = pairs[rows - 1];
-      int64_t j = 0;
-      if (pair != nullptr && m >= kPairRows) {
-        for (; j + 8 < n; j += 16) {
-          pair(packed + static_cast<uint64_t>(j / 8) * group, group, static_cast<int>(std::min<int64_t>(8, n - j - 8)),
-               x + r0 * blocks, blocks, blocks, out + r0 * ldo + j, ldo);
-        }
-      }
-      for (; j < n; j += 8) {
-        fn(packed + static_cast<uint64_t>(j / 8) * group, static_cast<int>(std::min<int64_t>(8, n - j)),
-           x + r0 * blocks, blocks, blocks, out + r0 * ldo + j, ldo);
-      }
-    }
+    run_packed(tiles, m >= pair_rows ? pairs : nullptr, packed_group_bytes(t, blocks), packed, n, x, blocks, m, out,
+               ldo);
     return;
   }
 #endif

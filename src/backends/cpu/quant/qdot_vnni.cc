@@ -2,6 +2,12 @@
 
 #if PAGODA_QDOT_HAS_AVX2
 
+// GCC 12's 512-bit conversions pass _mm512_undefined_ps() as their unused merge source, which it
+// then reports as maybe uninitialized wherever they are inlined.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+
 #include <immintrin.h>
 
 #include <cstdlib>
@@ -12,59 +18,374 @@
 namespace pagoda::cpu::qdot {
 namespace {
 
-PAGODA_VNNI inline __m256i bcast4(const int8_t* p) {
-  int v;
-  std::memcpy(&v, p, 4);
-  return _mm256_set1_epi32(v);
+// Every repacked type (qdot.h, pack_rows8) comes down to the same block step: eight vectors of
+// unsigned weight bytes u[0..7], lane i of u[v] holding four bytes of weight row i that meet
+// activation bytes 4v..4v+3; `vpdpbusd` adds each lane's four products straight into its int32,
+// so eight of them leave row i's exact integer block dot in lane i. What differs by type is how
+// the bytes are unpacked, an exact integer offset (times the activation block's sum) and the
+// float scale and minimum vectors; the float step itself is the AVX2 kernels' instruction for
+// instruction, so the results are their bits.
+//
+// G is the number of eight-row groups per vector: G = 1 works on 256-bit vectors (AVX512VL), G = 2
+// on 512-bit ones, the first group in the low half and the second `group` bytes further on in the
+// high half, so one broadcast of four activation bytes and one vpdpbusd serve sixteen weight rows.
+template <int G>
+struct Vec;
+template <>
+struct Vec<1> {
+  using I = __m256i;
+  using F = __m256;
+};
+template <>
+struct Vec<2> {
+  using I = __m512i;
+  using F = __m512;
+};
+template <int G>
+using IV = typename Vec<G>::I;
+template <int G>
+using FV = typename Vec<G>::F;
+
+PAGODA_VNNI inline __m256i v_and(__m256i a, __m256i b) {
+  return _mm256_and_si256(a, b);
+}
+PAGODA_VNNI inline __m512i v_and(__m512i a, __m512i b) {
+  return _mm512_and_si512(a, b);
+}
+PAGODA_VNNI inline __m256i v_or(__m256i a, __m256i b) {
+  return _mm256_or_si256(a, b);
+}
+PAGODA_VNNI inline __m512i v_or(__m512i a, __m512i b) {
+  return _mm512_or_si512(a, b);
+}
+PAGODA_VNNI inline __m256i v_xor(__m256i a, __m256i b) {
+  return _mm256_xor_si256(a, b);
+}
+PAGODA_VNNI inline __m512i v_xor(__m512i a, __m512i b) {
+  return _mm512_xor_si512(a, b);
+}
+PAGODA_VNNI inline __m256i v_srli16(__m256i a, int n) {
+  return _mm256_srli_epi16(a, n);
+}
+PAGODA_VNNI inline __m512i v_srli16(__m512i a, int n) {
+  return _mm512_srli_epi16(a, static_cast<unsigned>(n));
+}
+PAGODA_VNNI inline __m256i v_add32(__m256i a, __m256i b) {
+  return _mm256_add_epi32(a, b);
+}
+PAGODA_VNNI inline __m512i v_add32(__m512i a, __m512i b) {
+  return _mm512_add_epi32(a, b);
+}
+PAGODA_VNNI inline __m256i v_sub32(__m256i a, __m256i b) {
+  return _mm256_sub_epi32(a, b);
+}
+PAGODA_VNNI inline __m512i v_sub32(__m512i a, __m512i b) {
+  return _mm512_sub_epi32(a, b);
+}
+PAGODA_VNNI inline __m256i v_dpbusd(__m256i acc, __m256i u, __m256i s) {
+  return _mm256_dpbusd_epi32(acc, u, s);
+}
+PAGODA_VNNI inline __m512i v_dpbusd(__m512i acc, __m512i u, __m512i s) {
+  return _mm512_dpbusd_epi32(acc, u, s);
+}
+PAGODA_VNNI inline __m256i v_shuffle8(__m256i a, __m256i idx) {
+  return _mm256_shuffle_epi8(a, idx);
+}
+PAGODA_VNNI inline __m512i v_shuffle8(__m512i a, __m512i idx) {
+  return _mm512_shuffle_epi8(a, idx);
+}
+// `bits` where a byte of v has all the bits of `select` set, else 0
+PAGODA_VNNI inline __m256i v_where_all(__m256i v, __m256i select, __m256i bits) {
+  return _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(v, select), select), bits);
+}
+PAGODA_VNNI inline __m512i v_where_all(__m512i v, __m512i select, __m512i bits) {
+  return _mm512_maskz_mov_epi8(_mm512_cmpeq_epi8_mask(_mm512_and_si512(v, select), select), bits);
+}
+PAGODA_VNNI inline __m256 v_cvt(__m256i a) {
+  return _mm256_cvtepi32_ps(a);
+}
+PAGODA_VNNI inline __m512 v_cvt(__m512i a) {
+  return _mm512_cvtepi32_ps(a);
+}
+PAGODA_VNNI inline __m256 v_mul(__m256 a, __m256 b) {
+  return _mm256_mul_ps(a, b);
+}
+PAGODA_VNNI inline __m512 v_mul(__m512 a, __m512 b) {
+  return _mm512_mul_ps(a, b);
+}
+PAGODA_VNNI inline __m256 v_fmadd(__m256 a, __m256 b, __m256 c) {
+  return _mm256_fmadd_ps(a, b, c);
+}
+PAGODA_VNNI inline __m512 v_fmadd(__m512 a, __m512 b, __m512 c) {
+  return _mm512_fmadd_ps(a, b, c);
+}
+// -a, by its sign bit (as the AVX2 kernels' xor with -0.0f)
+PAGODA_VNNI inline __m256 v_neg(__m256 a) {
+  return _mm256_castsi256_ps(_mm256_xor_si256(_mm256_castps_si256(a), _mm256_set1_epi32(INT32_MIN)));
+}
+PAGODA_VNNI inline __m512 v_neg(__m512 a) {
+  return _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(a), _mm512_set1_epi32(INT32_MIN)));
 }
 
-// Repacked Q4_0 / Q4_1 (see packed_q4 in qdot_avx2.cc for the layout and the float part, which this
-// repeats instruction for instruction). Lane i of each quant vector belongs to weight row i, and
-// vpdpbusd adds the four products of a lane straight into its int32, so eight of them leave row
-// i's exact block dot in lane i.
-template <int R, bool kQ4_1>
-PAGODA_VNNI void tile_q4_vnni(const uint8_t* w, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
-                              int64_t ldo) {
-  constexpr int kHead = kQ4_1 ? 32 : 16;
-  constexpr uint64_t kPackedBlock = kHead + 8 * 16;
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  __m256 acc[R];
-  for (int r = 0; r < R; ++r)
-    acc[r] = _mm256_setzero_ps();
-  for (int64_t b = 0; b < nb; ++b) {
-    const uint8_t* g = w + static_cast<uint64_t>(b) * kPackedBlock;
-    for (uint64_t o = 0; o < kPackedBlock; o += 64)
-      _mm_prefetch(reinterpret_cast<const char*>(g + 1024 + o), _MM_HINT_T0);
-    __m256i lo[4];
-    __m256i hi[4];
+template <int G>
+PAGODA_VNNI inline IV<G> splat8(int c) {
+  if constexpr (G == 1) {
+    return _mm256_set1_epi8(static_cast<char>(c));
+  } else {
+    return _mm512_set1_epi8(static_cast<char>(c));
+  }
+}
+template <int G>
+PAGODA_VNNI inline IV<G> splat32(int c) {
+  if constexpr (G == 1) {
+    return _mm256_set1_epi32(c);
+  } else {
+    return _mm512_set1_epi32(c);
+  }
+}
+template <int G>
+PAGODA_VNNI inline FV<G> splat_ps(float f) {
+  if constexpr (G == 1) {
+    return _mm256_set1_ps(f);
+  } else {
+    return _mm512_set1_ps(f);
+  }
+}
+template <int G>
+PAGODA_VNNI inline FV<G> zero_ps() {
+  return splat_ps<G>(0.0f);
+}
+// four activation bytes in every 32-bit lane
+template <int G>
+PAGODA_VNNI inline IV<G> bcast4(const int8_t* p) {
+  int v;
+  std::memcpy(&v, p, 4);
+  return splat32<G>(v);
+}
+// the 16 bytes of `lane` in every 128-bit lane
+template <int G>
+PAGODA_VNNI inline IV<G> per_lane(__m128i lane) {
+  if constexpr (G == 1) {
+    return _mm256_broadcastsi128_si256(lane);
+  } else {
+    return _mm512_broadcast_i32x4(lane);
+  }
+}
+
+// The 32 bytes at p of the first group and at p + group of the second.
+template <int G>
+PAGODA_VNNI inline IV<G> load_q(const uint8_t* p, uint64_t group) {
+  const __m256i a = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  if constexpr (G == 1) {
+    (void)group;
+    return a;
+  } else {
+    const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + group));
+    return _mm512_inserti64x4(_mm512_castsi256_si512(a), b, 1);
+  }
+}
+// Eight f16 at p (and at p + group) as floats.
+template <int G>
+PAGODA_VNNI inline FV<G> load_halves(const uint8_t* p, uint64_t group) {
+  const __m128i a = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  if constexpr (G == 1) {
+    (void)group;
+    return _mm256_cvtph_ps(a);
+  } else {
+    const __m128i b = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p + group));
+    return _mm512_cvtph_ps(_mm256_inserti128_si256(_mm256_castsi128_si256(a), b, 1));
+  }
+}
+// Eight unsigned bytes at p (and at p + group) as floats.
+template <int G>
+PAGODA_VNNI inline FV<G> load_bytes_ps(const uint8_t* p, uint64_t group) {
+  const __m128i a = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  if constexpr (G == 1) {
+    (void)group;
+    return _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(a));
+  } else {
+    const __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + group));
+    return _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_unpacklo_epi64(a, b)));
+  }
+}
+
+// `bytes` of a group's weight stream 1 KiB ahead of p, in each group.
+template <int G>
+PAGODA_VNNI inline void prefetch(const uint8_t* p, uint64_t group, uint64_t bytes) {
+  for (int h = 0; h < G; ++h) {
+    for (uint64_t o = 0; o < bytes; o += 64)
+      _mm_prefetch(reinterpret_cast<const char*>(p + h * group + 1024 + o), _MM_HINT_T0);
+  }
+}
+
+// One block of a repacked type: its weight vectors (u), scales and, for types with a minimum, the
+// minimum vector that multiplies the activation block's d * sum(q).
+template <int G>
+struct Block {
+  IV<G> u[8];
+  FV<G> scale;
+  FV<G> min;
+};
+
+// Q4_0 / Q4_1: scales (and minimums) first, then four vectors of nibbles, vector j holding
+// elements 4j..4j+3 (low nibbles) and 16+4j..16+4j+3 (high nibbles) of each row. Q4_0's offset 8
+// comes off exactly as 8 * sum(q).
+template <bool kQ4_1>
+struct Q4 {
+  static constexpr int kHead = kQ4_1 ? 32 : 16;
+  static constexpr uint64_t kBlockBytes = kHead + 8 * 16;
+  static constexpr int kOffset = kQ4_1 ? 0 : 8;
+  static constexpr bool kMin = kQ4_1;
+  template <int G>
+  PAGODA_VNNI static void load(const uint8_t* w, uint64_t group, int64_t b, Block<G>& k) {
+    const uint8_t* g = w + static_cast<uint64_t>(b) * kBlockBytes;
+    prefetch<G>(g, group, kBlockBytes);
+    const IV<G> low4 = splat8<G>(0x0f);
     for (int j = 0; j < 4; ++j) {
-      const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(g + kHead + 32 * j));
-      lo[j] = _mm256_and_si256(v, low4);
-      hi[j] = _mm256_and_si256(_mm256_srli_epi16(v, 4), low4);
+      const IV<G> v = load_q<G>(g + kHead + 32 * j, group);
+      k.u[j] = v_and(v, low4);
+      k.u[4 + j] = v_and(v_srli16(v, 4), low4);
     }
-    const __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
-    __m256 mw = _mm256_setzero_ps();
-    if constexpr (kQ4_1) mw = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g + 16)));
+    k.scale = load_halves<G>(g, group);
+    if constexpr (kQ4_1) k.min = load_halves<G>(g + 16, group);
+  }
+};
+
+// Q8_0: 16 bytes of scales, then eight vectors, vector j holding quant bytes 4j..4j+3 of each row.
+// The signed weights are made unsigned by adding 128 (a flip of the top bit), which adds
+// 128 * sum(q) to the dot; that comes off exactly.
+struct Q8 {
+  static constexpr uint64_t kBlockBytes = 16 + 8 * 32;
+  static constexpr int kOffset = 128;
+  static constexpr bool kMin = false;
+  template <int G>
+  PAGODA_VNNI static void load(const uint8_t* w, uint64_t group, int64_t b, Block<G>& k) {
+    const uint8_t* g = w + static_cast<uint64_t>(b) * kBlockBytes;
+    prefetch<G>(g, group, kBlockBytes);
+    const IV<G> top = splat8<G>(0x80);
+    for (int j = 0; j < 8; ++j)
+      k.u[j] = v_xor(load_q<G>(g + 16 + 32 * j, group), top);
+    k.scale = load_halves<G>(g, group);
+  }
+};
+
+// Q5_0: Q4_0's layout with the rows' fifth-bit words (lane i = row i's qh) after the scales. For
+// vector j the fifth bits of the low nibbles' elements are bits 4j..4j+3 of qh (its byte j / 2) and
+// those of the high nibbles' bits 16+4j.. (byte 2 + j / 2): a byte shuffle spreads the byte over
+// the lane's four bytes and a per-byte bit test sets bit 4. The offset 16 comes off as 16 * sum(q).
+struct Q5 {
+  static constexpr uint64_t kBlockBytes = 48 + 8 * 16;
+  static constexpr int kOffset = 16;
+  static constexpr bool kMin = false;
+  template <int G>
+  PAGODA_VNNI static void load(const uint8_t* w, uint64_t group, int64_t b, Block<G>& k) {
+    const uint8_t* g = w + static_cast<uint64_t>(b) * kBlockBytes;
+    prefetch<G>(g, group, kBlockBytes);
+    const IV<G> low4 = splat8<G>(0x0f);
+    const IV<G> bit4 = splat8<G>(0x10);
+    const IV<G> lane_base = per_lane<G>(_mm_setr_epi8(0, 0, 0, 0, 4, 4, 4, 4, 8, 8, 8, 8, 12, 12, 12, 12));
+    const IV<G> qh = load_q<G>(g + 16, group);
+    for (int j = 0; j < 4; ++j) {
+      const int shift = 4 * (j % 2);
+      const IV<G> select =
+          splat32<G>(static_cast<int>((1u << shift) | (2u << shift) << 8 | (4u << shift) << 16 | (8u << shift) << 24));
+      const IV<G> h_lo = v_where_all(v_shuffle8(qh, v_or(lane_base, splat8<G>(j / 2))), select, bit4);
+      const IV<G> h_hi = v_where_all(v_shuffle8(qh, v_or(lane_base, splat8<G>(2 + j / 2))), select, bit4);
+      const IV<G> v = load_q<G>(g + 48 + 32 * j, group);
+      k.u[j] = v_or(v_and(v, low4), h_lo);
+      k.u[4 + j] = v_or(v_and(v_srli16(v, 4), low4), h_hi);
+    }
+    k.scale = load_halves<G>(g, group);
+  }
+};
+
+// Q4_K by sub-block (32-element block b is sub-block b % 8 of super-block b / 8): the rows'
+// scales and minimums unpacked to bytes at repack time, and chunk s / 2's eight vectors, low or
+// high nibbles. scale = d * sc and min = -(dmin * m), as the AVX2 kernel computes them.
+struct Q4K {
+  static constexpr int kOffset = 0;
+  static constexpr bool kMin = true;
+  template <int G>
+  PAGODA_VNNI static void load(const uint8_t* w, uint64_t group, int64_t b, Block<G>& k) {
+    const uint8_t* g = w + static_cast<uint64_t>(b / 8) * kPackedQ4KBytes;
+    const int s = static_cast<int>(b % 8);
+    const uint8_t* chunk = g + 160 + 256 * (s / 2);
+    for (int h = 0; h < G; ++h) {
+      for (int o = 0; o < 128; o += 64)
+        _mm_prefetch(reinterpret_cast<const char*>(chunk + h * group + 2 * kPackedQ4KBytes + 128 * (s % 2) + o),
+                     _MM_HINT_T0);
+    }
+    const IV<G> low4 = splat8<G>(0x0f);
+    for (int j = 0; j < 8; ++j)
+      k.u[j] = v_and(v_srli16(load_q<G>(chunk + 32 * j, group), 4 * (s % 2)), low4);
+    k.scale = v_mul(load_halves<G>(g, group), load_bytes_ps<G>(g + 32 + 8 * s, group));
+    k.min = v_neg(v_mul(load_halves<G>(g + 16, group), load_bytes_ps<G>(g + 96 + 8 * s, group)));
+  }
+};
+
+// R activation rows against G groups of eight weight rows (all eight of the first real when G = 2,
+// `valid` of the last): out[r * ldo + i] for i < 8 * (G - 1) + valid.
+template <class T, int R, int G>
+PAGODA_VNNI void packed_vnni(const uint8_t* w, uint64_t group, int valid, const ActBlock* x, int64_t stride, int64_t nb,
+                             float* out, int64_t ldo) {
+  FV<G> acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = zero_ps<G>();
+  const IV<G> zero = splat32<G>(0);
+  for (int64_t b = 0; b < nb; ++b) {
+    Block<G> k;
+    T::template load<G>(w, group, b, k);
     for (int r = 0; r < R; ++r) {
       const ActBlock& a = x[r * stride + b];
-      // Two chains of four, so the dependent vpdpbusd latency is halved.
-      __m256i s0 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), lo[0], bcast4(a.q));
-      __m256i s1 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), hi[0], bcast4(a.q + 16));
+      // two chains of four, so the dependent vpdpbusd latency is halved
+      IV<G> s0 = v_dpbusd(zero, k.u[0], bcast4<G>(a.q));
+      IV<G> s1 = v_dpbusd(zero, k.u[4], bcast4<G>(a.q + 16));
       for (int j = 1; j < 4; ++j) {
-        s0 = _mm256_dpbusd_epi32(s0, lo[j], bcast4(a.q + 4 * j));
-        s1 = _mm256_dpbusd_epi32(s1, hi[j], bcast4(a.q + 16 + 4 * j));
+        s0 = v_dpbusd(s0, k.u[j], bcast4<G>(a.q + 4 * j));
+        s1 = v_dpbusd(s1, k.u[4 + j], bcast4<G>(a.q + 16 + 4 * j));
       }
-      __m256i s = _mm256_add_epi32(s0, s1);
-      if constexpr (!kQ4_1) s = _mm256_sub_epi32(s, _mm256_set1_epi32(8 * a.qsum));
-      acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(s), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
-      if constexpr (kQ4_1) acc[r] = _mm256_fmadd_ps(mw, _mm256_set1_ps(a.dsum), acc[r]);
+      IV<G> s = v_add32(s0, s1);
+      if constexpr (T::kOffset != 0) s = v_sub32(s, splat32<G>(T::kOffset * a.qsum));
+      acc[r] = v_fmadd(v_cvt(s), v_mul(k.scale, splat_ps<G>(a.d)), acc[r]);
+      if constexpr (T::kMin) acc[r] = v_fmadd(k.min, splat_ps<G>(a.dsum), acc[r]);
     }
   }
   for (int r = 0; r < R; ++r) {
-    alignas(32) float tmp[8];
-    _mm256_store_ps(tmp, acc[r]);
-    for (int i = 0; i < valid; ++i)
-      out[r * ldo + i] = tmp[i];
+    if constexpr (G == 1) {
+      _mm256_mask_storeu_ps(out + r * ldo, static_cast<__mmask8>((1u << valid) - 1), acc[r]);
+    } else {
+      _mm512_mask_storeu_ps(out + r * ldo, static_cast<__mmask16>((1u << (8 + valid)) - 1), acc[r]);
+    }
+  }
+}
+
+template <class T, int R>
+PAGODA_VNNI void tile(const uint8_t* w, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
+                      int64_t ldo) {
+  packed_vnni<T, R, 1>(w, 0, valid, x, stride, nb, out, ldo);
+}
+
+template <class T>
+void tiles_of(PackedTileFn tiles[4]) {
+  tiles[0] = tile<T, 1>, tiles[1] = tile<T, 2>, tiles[2] = tile<T, 3>, tiles[3] = tile<T, 4>;
+}
+
+template <class T>
+void pairs_of(PackedPairFn pairs[4]) {
+  pairs[0] = packed_vnni<T, 1, 2>, pairs[1] = packed_vnni<T, 2, 2>, pairs[2] = packed_vnni<T, 3, 2>,
+  pairs[3] = packed_vnni<T, 4, 2>;
+}
+
+// The kernel family of a repacked type, on one group (G = 1) or two.
+template <class Fn>
+void for_type(DType t, Fn&& fn) {
+  switch (t) {
+    case DType::kQ4_0: fn(Q4<false>{}); return;
+    case DType::kQ4_1: fn(Q4<true>{}); return;
+    case DType::kQ5_0: fn(Q5{}); return;
+    case DType::kQ8_0: fn(Q8{}); return;
+    case DType::kQ4_K: fn(Q4K{}); return;
+    default: std::abort();  // callers check packs() first
   }
 }
 
@@ -76,17 +397,11 @@ bool qdot_cpu_has_vnni() {
 }
 
 void packed_tiles_vnni(DType t, PackedTileFn tiles[4]) {
-  if (t == DType::kQ4_1) {
-    tiles[0] = tile_q4_vnni<1, true>, tiles[1] = tile_q4_vnni<2, true>, tiles[2] = tile_q4_vnni<3, true>,
-    tiles[3] = tile_q4_vnni<4, true>;
-  } else if (t == DType::kQ4_0) {
-    tiles[0] = tile_q4_vnni<1, false>, tiles[1] = tile_q4_vnni<2, false>, tiles[2] = tile_q4_vnni<3, false>,
-    tiles[3] = tile_q4_vnni<4, false>;
-  } else if (t == DType::kQ5_0 || t == DType::kQ8_0 || t == DType::kQ4_K) {
-    packed_tiles_avx2(t, tiles);  // no VNNI kernels of their own yet
-  } else {
-    std::abort();  // callers check packs() first
-  }
+  for_type(t, [&](auto type) { tiles_of<decltype(type)>(tiles); });
+}
+
+void packed_pairs_vnni(DType t, PackedPairFn pairs[4]) {
+  for_type(t, [&](auto type) { pairs_of<decltype(type)>(pairs); });
 }
 
 }  // namespace pagoda::cpu::qdot

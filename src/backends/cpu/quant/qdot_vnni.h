@@ -1,11 +1,13 @@
 #pragma once
 
-// AVX-512 VNNI versions of the repacked Q4_0 / Q4_1 kernels (qdot.h, dot_rows_packed), on 256-bit
-// vectors (AVX512VL). `vpdpbusd` multiplies unsigned weight bytes with signed activation bytes and
-// adds groups of four products straight into int32 lanes, replacing the AVX2 kernel's
-// multiply-add to int16, the int16 additions and the widening multiply-add. The integer block dots
-// are exact either way and the float work is the same instructions in the same order, so the
-// results are bit for bit those of the AVX2 kernels. Call them only when qdot_cpu_has_vnni().
+// AVX-512 VNNI versions of the repacked kernels (qdot.h, dot_rows_packed) for every repacked type
+// (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K). `vpdpbusd` multiplies unsigned weight bytes with signed
+// activation bytes and adds groups of four products straight into int32 lanes, replacing the AVX2
+// kernels' multiply-add to int16, the int16 additions and the widening multiply-add (and, for
+// Q8_0, the sign trick). The one-group kernels work on 256-bit vectors (AVX512VL); the two-group
+// ones on 512-bit vectors, one group per half. The integer block dots are exact either way and the
+// float work is the same instructions in the same order, so the results are bit for bit those of
+// the AVX2 kernels. Call them only when qdot_cpu_has_vnni().
 
 #include <cstdint>
 
@@ -16,8 +18,10 @@ namespace pagoda::cpu::qdot {
 
 #if PAGODA_QDOT_HAS_AVX2
 [[nodiscard]] bool qdot_cpu_has_vnni();
-// The VNNI kernels for 1, 2, 3 and 4 activation rows of repacked Q4_0 or Q4_1.
+// The VNNI kernels for 1, 2, 3 and 4 activation rows of a repacked type, on one group of eight
+// weight rows and on two (as packed_pairs_avx2, but for every repacked type).
 void packed_tiles_vnni(DType t, PackedTileFn tiles[4]);
+void packed_pairs_vnni(DType t, PackedPairFn pairs[4]);
 #endif
 
 }  // namespace pagoda::cpu::qdot
