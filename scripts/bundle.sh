@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Copies pagoda and its unit-test binary (and the CPU kernel benchmark where it was built), with the shared libraries they use beyond the C library,
+# Copies pagoda and its unit-test binary (and the CPU kernel benchmarks where they were built), with the shared libraries they use beyond the C library,
 # into one folder that runs on another x86-64 Linux machine without installing anything:
 #   scripts/bundle.sh [BUILD_DIR] [DEST]      (defaults: build/release, build/bundle)
 # Run from DEST with LD_LIBRARY_PATH=DEST/lib (bench/xpu_device.sh does). The OpenCL ICD loader
@@ -11,7 +11,9 @@ bins=("$build/tools/pagoda/pagoda" "$build/tests/pagoda_unit_tests")
 for b in "${bins[@]}"; do
   [[ -x $b ]] || { echo "bundle: $b is missing; build it first (cmake --build $build --target pagoda pagoda_unit_tests)" >&2; exit 1; }
 done
-[[ -x $build/bench/cpu_qdot/pagoda_cpu_qdot_bench ]] && bins+=("$build/bench/cpu_qdot/pagoda_cpu_qdot_bench")
+for extra in bench/cpu_qdot/pagoda_cpu_qdot_bench bench/cpu_matmul/pagoda_cpu_matmul_bench; do
+  [[ -x $build/$extra ]] && bins+=("$build/$extra")
+done
 rm -rf "$dest"
 mkdir -p "$dest/lib"
 cp "${bins[@]}" "$dest/"

@@ -24,5 +24,8 @@ void scale(float* y, float s, int64_t n);
 
 // Whether the AVX2 versions are in use on this CPU.
 [[nodiscard]] bool uses_avx2();
+// The dot_tile kernel in use: "avx512" (AVX-512F, unless PAGODA_CPU_ISA=avx2), "avx2" or
+// "portable".
+[[nodiscard]] const char* tile_kernel_name();
 
 }  // namespace pagoda::cpu::vec

@@ -329,9 +329,9 @@ void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_
 #if PAGODA_QDOT_HAS_AVX2
 // Activation rows from which dot_rows_packed uses the two-group kernels (bench/cpu_qdot). With
 // fewer, the AVX2 ones measured slower: their weight streams, not the multiplies, bound them. The
-// VNNI ones (one 512-bit vector for both groups) tie with one group at one row and win from two.
+// VNNI ones (one 512-bit vector for both groups) win from four rows on and are mixed below.
 constexpr int64_t kPairRowsAvx2 = 8;
-constexpr int64_t kPairRowsVnni = 2;
+constexpr int64_t kPairRowsVnni = 4;
 
 void run_packed(const PackedTileFn tiles[4], const PackedPairFn pairs[4], uint64_t group, const uint8_t* packed,
                 int64_t n, const ActBlock* x, int64_t blocks, int64_t m, float* out, int64_t ldo) {

@@ -2,9 +2,10 @@
 
 #if PAGODA_QDOT_HAS_AVX2
 
-// GCC 12's 512-bit conversions pass _mm512_undefined_ps() as their unused merge source, which it
-// then reports as maybe uninitialized wherever they are inlined.
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() (a self-initialised variable) as their
+// unused merge source, which it then reports as uninitialized wherever they are inlined.
 #if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
