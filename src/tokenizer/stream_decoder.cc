@@ -11,18 +11,9 @@ std::string StreamDecoder::push(uint32_t id) {
   window_.push_back(*tok);
   is_byte_.push_back(tok_->decodes_byte_fallback() && tok_->is_byte_token(id));
   all_.push_back(*tok);
-  return checked(release(false));
-}
-
-std::string StreamDecoder::checked(std::string piece) {
-  if (piece.empty()) return piece;
-  const std::string full = tok_->decode_tokens(all_);
-  if (full.size() >= emitted_.size() + piece.size() && full.compare(0, emitted_.size(), emitted_) == 0 &&
-      full.compare(emitted_.size(), piece.size(), piece) == 0) {
-    emitted_ += piece;
-    return piece;
-  }
-  return {};  // the window's view disagrees with the whole stream: hold until finish()
+  std::string piece = release(false);
+  emitted_ += piece;
+  return piece;
 }
 
 std::string StreamDecoder::finish() {
@@ -71,10 +62,15 @@ std::string StreamDecoder::release(bool final) {
   // Slide the window only where the rules that touch the start of a decode cancel out: the new
   // prefix must decode alone to exactly the text it gave in context. Otherwise (for example a
   // Metaspace and a Strip that both remove leading spaces) keep decoding from the window start.
+  // The new prefix must also decode to something: a rule that strips leading characters of the
+  // joined text (a Strip after Fuse, Metaspace's first token) stops inside a prefix that keeps
+  // some text, so it takes the same characters in every later decode of the window, and those of
+  // the whole stream; over a prefix with no text it would reach into the tokens after it.
   {
     std::vector<std::string> next(window_.begin() + static_cast<std::ptrdiff_t>(read_),
                                   window_.begin() + static_cast<std::ptrdiff_t>(end));
-    if (tok_->decode_tokens(std::move(next)) != std::string_view(text).substr(prefix_text_.size())) {
+    const std::string alone = tok_->decode_tokens(std::move(next));
+    if (alone.empty() || alone != std::string_view(text).substr(prefix_text_.size())) {
       released_ += piece.size();
       return piece;
     }

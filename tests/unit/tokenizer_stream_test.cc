@@ -3,6 +3,8 @@
 
 #include <gtest/gtest.h>
 
+#include <array>
+#include <random>
 #include <string>
 #include <vector>
 
@@ -111,6 +113,58 @@ TEST(TokenizerStream, EncodeOfTextRoundTripsThroughTheStream) {
   const auto ids = tok.encode(text, false);
   EXPECT_EQ(tok.decode(ids), text);
   EXPECT_EQ(join(stream(tok, ids, false)), text);
+}
+
+// Long random streams through every kind of streamable decoder chain, the rules that touch the
+// start of a decode included (Metaspace's first token, a Strip after Fuse, several of them), with
+// many tokens that decode to nothing or to spaces: the pieces must always join to the full
+// decode. Streams of hundreds of tokens slide the window many times, often onto prefixes that
+// decode to little or nothing.
+TEST(TokenizerStream, RandomLongStreamsJoinToTheDecodeForEveryStreamableChain) {
+  const std::vector<std::string> chains = {
+      R"([{"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"},
+          {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}])",
+      R"([{"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "ByteFallback"},
+          {"type": "Fuse"}])",
+      R"([{"type": "ByteFallback"}, {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always"},
+          {"type": "Fuse"}, {"type": "Strip", "content": " ", "start": 1, "stop": 0}])",
+      R"([{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "first"},
+          {"type": "Strip", "content": " ", "start": 2, "stop": 0}])",
+      R"([{"type": "ByteFallback"}, {"type": "Fuse"},
+          {"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always"},
+          {"type": "Strip", "content": " ", "start": 3, "stop": 0}])",
+      R"([{"type": "Replace", "pattern": {"String": "▁"}, "content": " "}, {"type": "Fuse"},
+          {"type": "Strip", "content": " ", "start": 2, "stop": 0}, {"type": "Replace", "pattern": {"String": "a"},
+          "content": "xy"}, {"type": "Strip", "content": "x", "start": 1, "stop": 0}])",
+      R"([{"type": "Metaspace", "replacement": "▁", "prepend_scheme": "always"}])",
+  };
+  const std::string vocab = R"({"<s>": 0, "▁": 1, "a": 2, "▁a": 3, "<0xE4>": 4, "<0xBD>": 5, "<0xA0>": 6,
+      "<0x80>": 7, "▁▁": 8, "x": 9, "▁▁▁": 10, "b▁": 11, "<0x20>": 12, "xa": 13})";
+  std::mt19937 rng(2026);
+  for (size_t c = 0; c < chains.size(); ++c) {
+    const std::string json = R"({"added_tokens": [{"id": 0, "content": "<s>", "special": true, "normalized": false}],
+        "decoder": {"type": "Sequence", "decoders": )" +
+                             chains[c] + R"(}, "model": {"type": "BPE", "byte_fallback": true, "vocab": )" + vocab +
+                             R"(, "merges": []}})";
+    const Tokenizer tok = Tokenizer::from_json(json, "", "chain.json");
+    ASSERT_TRUE(tok.decoder_streamable()) << "chain " << c;
+    for (int trial = 0; trial < 24; ++trial) {
+      std::vector<uint32_t> ids(300);
+      // Runs of one kind of token (spaces, byte tokens, letters) as well as mixtures.
+      const int mode = trial % 4;
+      for (auto& id : ids) {
+        const uint32_t any = std::uniform_int_distribution<uint32_t>(0, 13)(rng);
+        const uint32_t space = std::array<uint32_t, 4>{1, 8, 10, 12}[std::uniform_int_distribution<int>(0, 3)(rng)];
+        id = mode == 0   ? any
+             : mode == 1 ? (rng() % 3 == 0 ? any : space)
+             : mode == 2 ? (rng() % 2 ? 4 + rng() % 4 : any)
+                         : (rng() % 8 == 0 ? any : space);
+      }
+      for (bool skip : {false, true}) {
+        EXPECT_EQ(join(stream(tok, ids, skip)), tok.decode(ids, skip, false)) << "chain " << c << " trial " << trial;
+      }
+    }
+  }
 }
 
 }  // namespace
