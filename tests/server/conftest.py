@@ -69,7 +69,9 @@ def start_server(pagoda_bin: Path, model: Path, *extra: str, env=None, timeout: 
         m = SERVING.search(line)
         if m:
             assert m.group(1) == MODEL_NAME
-            return ServerProcess(proc, m.group(2), lines)
+            started = ServerProcess(proc, m.group(2), lines)
+            started.startup = seen  # the lines printed before it listened
+            return started
     proc.kill()
     proc.wait()
     raise RuntimeError("pagoda serve did not start:\n" + "".join(seen))

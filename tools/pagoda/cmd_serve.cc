@@ -14,6 +14,9 @@
 #include <string>
 #include <vector>
 
+#include "backend/backend.h"
+#include "backends/cpu/quant/qdot.h"
+#include "backends/cpu/vec.h"
 #include "command.h"
 #include "core/error.h"
 #include "engine/async_engine.h"
@@ -97,6 +100,11 @@ int run_serve(ServeArgs& a) {
   engine::AsyncEngine engine(a.engine, a.max_waiting_requests);
   server::Server srv(engine, a.server);
   fmt::print("pagoda: {}, max model length {}\n", engine.cache_summary(), engine.max_model_len());
+  if (parse_device(a.engine.device).kind == DeviceKind::kCpu) {
+    const bool int8 = a.engine.cpu_matmul == "int8";
+    fmt::print("pagoda: CPU matmul over GGUF block weights: {} ({} kernels)\n", a.engine.cpu_matmul,
+               int8 ? cpu::qdot::packed_kernel_name() : cpu::vec::tile_kernel_name());
+  }
   const std::string host = a.server.host.find(':') != std::string::npos ? "[" + a.server.host + "]" : a.server.host;
   fmt::print("pagoda: serving {} at http://{}:{}\n", a.server.served_model_names[0], host, srv.port());
   std::fflush(stdout);
@@ -126,6 +134,8 @@ const CommandRegistration kRegisterServe("serve", [](CLI::App& app) {
   sub->add_option("--api-key", a->server.api_key, "Require this Bearer key on /v1/* (default: $PAGODA_API_KEY)");
   sub->add_option("--chat-template", a->engine.chat_template, "A Jinja chat template file replacing the model's");
   sub->add_option("--device", a->engine.device, "cpu, xpu[:N] or cuda[:N]")->capture_default_str();
+  sub->add_option("--cpu-matmul", a->engine.cpu_matmul, "CPU matmul over GGUF weights: float or int8 (faster)")
+      ->capture_default_str();
   sub->add_option("--dtype,--kv-cache-dtype", a->dtype, "KV cache dtype: auto, f32, f16, bf16")->capture_default_str();
   sub->add_option("--seed", a->engine.seed, "Seed of requests without their own")->capture_default_str();
   sub->add_option("--shutdown-timeout", a->server.shutdown_timeout_s,
