@@ -1,8 +1,9 @@
 // The integer-dot kernels on repacked weights, one core, each kernel family this CPU has side by
 // side: AVX2 one group (eight weight rows) per call, AVX2 two groups (Q4_0 / Q4_1 only), AVX-512
-// VNNI one group (256-bit vectors) and two groups (512-bit). For every repacked type, a stack of
+// VNNI one group (256-bit vectors) and two groups (512-bit), and AMX (two groups against 16
+// activation rows per tile multiply). For every repacked type, a stack of
 // weight matrices of the default model's MLP shape (too large for the caches, as in a decode step)
-// against 1, 2, 4, 8 and 32 activation rows. Every family's output is checked bit for bit against the
+// against 1 to 128 activation rows. Every family's output is checked bit for bit against the
 // in-place AVX2 kernels (qdot::dot_rows).
 //
 //   pagoda_cpu_qdot_bench [--reps N] [--matrices N]
@@ -90,6 +91,7 @@ int main(int argc, char** argv) {
       qdot::PackedTileFn tiles[4];
       qdot::PackedPairFn pairs[4];
       bool use_pairs;
+      qdot::PackedAmxFn amx;
     };
     std::vector<Family> families;
     Family f{};
@@ -111,8 +113,13 @@ int main(int argc, char** argv) {
       v.name = "vnni 2 groups";
       v.use_pairs = true;
       families.push_back(v);
+      if (qdot::qdot_cpu_has_amx()) {
+        v.name = "amx";
+        v.amx = qdot::packed_amx_kernel(t);
+        families.push_back(v);
+      }
     }
-    for (int64_t m : {1, 2, 4, 8, 32}) {
+    for (int64_t m : {1, 2, 4, 8, 16, 32, 128}) {
       std::vector<float> x(static_cast<size_t>(m * k));
       std::uniform_real_distribution<float> dist(-1.0f, 1.0f);
       for (auto& v : x)
@@ -123,18 +130,24 @@ int main(int argc, char** argv) {
       std::vector<float> want(static_cast<size_t>(m * n));
       qdot::dot_rows(t, w[0].data(), row_bytes, n, xq.data(), blocks, m, want.data(), n);
       for (const Family& fam : families) {
+        if (fam.amx != nullptr && m % 16 != 0) continue;  // AMX takes 16 activation rows at a time
         std::vector<float> got(static_cast<size_t>(m * n), -1.0f);
         double best = 1e30;
+        const auto run = [&](const uint8_t* p) {
+          if (fam.amx != nullptr) {
+            qdot::run_packed_amx(fam.amx, fam.tiles, group, p, n, xq.data(), blocks, m, got.data(), n);
+          } else {
+            qdot::run_packed(fam.tiles, fam.use_pairs ? fam.pairs : nullptr, group, p, n, xq.data(), blocks, m,
+                             got.data(), n);
+          }
+        };
         for (int rep = 0; rep < reps; ++rep) {
           const double t0 = seconds_now();
           for (int64_t i = 0; i < matrices; ++i)
-            qdot::run_packed(fam.tiles, fam.use_pairs ? fam.pairs : nullptr, group, packed[i].data(), n, xq.data(),
-                             blocks, m, got.data(), n);
+            run(packed[i].data());
           best = std::min(best, seconds_now() - t0);
         }
-        // the last matrix's output is in `got`: check the first one's
-        qdot::run_packed(fam.tiles, fam.use_pairs ? fam.pairs : nullptr, group, packed[0].data(), n, xq.data(), blocks,
-                         m, got.data(), n);
+        run(packed[0].data());  // the last matrix's output is in `got`: check the first one's
         const bool same = std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0;
         const double macs = static_cast<double>(matrices) * n * k * m;
         const double bytes = static_cast<double>(matrices) * n * row_bytes;

@@ -261,7 +261,7 @@ TEST(CpuQdot, RepackedRowsGiveTheSameBits) {
       const uint64_t row_bytes = *dtype_row_bytes(t, k);
       std::vector<uint8_t> packed(static_cast<size_t>((n + 7) / 8) * qdot::packed_group_bytes(t, blocks));
       qdot::pack_rows8(t, w.data(), row_bytes, n, blocks, packed.data());
-      for (int64_t m : {1, 2, 3, 4, 5, 9}) {
+      for (int64_t m : {1, 2, 3, 4, 5, 9, 16, 21}) {
         const auto x = random_floats(rng, static_cast<size_t>(m * k));
         std::vector<qdot::ActBlock> xq(static_cast<size_t>(m * blocks));
         for (int64_t r = 0; r < m; ++r)
@@ -279,19 +279,24 @@ TEST(CpuQdot, RepackedRowsGiveTheSameBits) {
   std::cout << "[ NOTE     ] repacked kernels: " << qdot::packed_kernel_name() << "\n";
 }
 
-// Where the CPU has AVX-512 VNNI the repacked weights take those kernels (and the test above
-// holds them to the AVX2 in-place kernels' bits); PAGODA_CPU_ISA=avx2 keeps the AVX2 ones.
+// Where the CPU has AVX-512 VNNI (and AMX) the repacked weights take those kernels (and the test
+// above holds them to the AVX2 in-place kernels' bits); PAGODA_CPU_ISA=avx2 keeps the AVX2 ones,
+// PAGODA_CPU_ISA=avx512 the VNNI ones without AMX.
 TEST(CpuQdot, RepackedKernelsFollowTheCpu) {
   const char* isa = std::getenv("PAGODA_CPU_ISA");
   const bool forced_avx2 = isa != nullptr && std::string(isa) == "avx2";
+  const bool forced_avx512 = isa != nullptr && std::string(isa) == "avx512";
 #if PAGODA_QDOT_HAS_AVX2
   if (!qdot::qdot_cpu_has_vnni()) {
     EXPECT_STREQ(qdot::packed_kernel_name(), qdot::qdot_cpu_has_avx2() ? "avx2" : "none");
     GTEST_SKIP() << "this CPU has no AVX-512 VNNI: the repacked kernels are the AVX2 ones (checked)";
   }
-  EXPECT_STREQ(qdot::packed_kernel_name(), forced_avx2 ? "avx2" : "avx512-vnni");
+  const char* want = forced_avx2                                  ? "avx2"
+                     : !forced_avx512 && qdot::qdot_cpu_has_amx() ? "avx512-vnni+amx"
+                                                                  : "avx512-vnni";
+  EXPECT_STREQ(qdot::packed_kernel_name(), want);
 #else
-  (void)forced_avx2;
+  (void)forced_avx2, (void)forced_avx512;
   GTEST_SKIP() << "not an x86-64 build: no repacked kernels";
 #endif
 }

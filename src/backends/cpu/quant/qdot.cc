@@ -205,6 +205,19 @@ bool use_vnni() {
 #endif
 }
 
+// AMX for many activation rows, unless PAGODA_CPU_ISA asks for avx2 or avx512 (VNNI without AMX).
+bool use_amx() {
+#if PAGODA_QDOT_HAS_AVX2
+  static const bool amx = [] {
+    const char* isa = std::getenv("PAGODA_CPU_ISA");
+    return use_vnni() && (isa == nullptr || std::string(isa) != "avx512") && qdot_cpu_has_amx();
+  }();
+  return amx;
+#else
+  return false;
+#endif
+}
+
 }  // namespace
 
 void dot_rows_scalar(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const ActBlock* x, int64_t blocks,
@@ -332,6 +345,9 @@ void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_
 // VNNI ones (one 512-bit vector for both groups) win from four rows on and are mixed below.
 constexpr int64_t kPairRowsAvx2 = 8;
 constexpr int64_t kPairRowsVnni = 4;
+// Activation rows from which the AMX kernels take over from the VNNI ones, 16 at a time: with
+// fewer rows in a tile multiply they were slower (bench/cpu_qdot).
+constexpr int64_t kAmxRows = 16;
 
 void run_packed(const PackedTileFn tiles[4], const PackedPairFn pairs[4], uint64_t group, const uint8_t* packed,
                 int64_t n, const ActBlock* x, int64_t blocks, int64_t m, float* out, int64_t ldo) {
@@ -362,6 +378,14 @@ void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* 
     PackedTileFn tiles[4];
     PackedPairFn pairs[4];
     int64_t pair_rows = kPairRowsAvx2;
+    if (use_amx() && m >= kAmxRows) {
+      // AMX for every 16 activation rows, the VNNI kernels for the rest
+      const int64_t done = m - m % 16;
+      packed_tiles_vnni(t, tiles);
+      run_packed_amx(packed_amx_kernel(t), tiles, packed_group_bytes(t, blocks), packed, n, x, blocks, done, out, ldo);
+      x += done * blocks, out += done * ldo, m -= done;
+      if (m == 0) return;
+    }
     if (use_vnni()) {
       packed_tiles_vnni(t, tiles);
       packed_pairs_vnni(t, pairs);
@@ -380,7 +404,7 @@ void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* 
 }
 
 const char* packed_kernel_name() {
-  return use_vnni() ? "avx512-vnni" : use_avx2() ? "avx2" : "none";
+  return use_amx() ? "avx512-vnni+amx" : use_vnni() ? "avx512-vnni" : use_avx2() ? "avx2" : "none";
 }
 
 const char* kernel_name() {

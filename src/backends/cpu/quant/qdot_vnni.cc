@@ -9,12 +9,17 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
+#include <cpuid.h>
 #include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <cstring>
 
 #define PAGODA_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
+#define PAGODA_AMX __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")))
 
 namespace pagoda::cpu::qdot {
 namespace {
@@ -360,6 +365,111 @@ PAGODA_VNNI void packed_vnni(const uint8_t* w, uint64_t group, int valid, const 
   }
 }
 
+// AMX: the integer block dots of up to 16 activation rows against two groups (16 weight rows) in
+// one tile multiply. The two-group block's eight weight vectors (T::load, as above) are exactly
+// the rows of the B operand: B row p holds the four weight bytes of every column (weight row) that
+// meet activation bytes 4p..4p+3. The A operand is the activation rows' 32 quant bytes, read in
+// place from the ActBlocks, and `tdpbsud` (signed A by unsigned B, into int32) leaves the M x 16
+// exact block dots in C. The float step then runs per activation row on a 16-lane vector of weight
+// rows, the same instructions as the two-group VNNI kernel, so the results are the same bits.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+static_assert(sizeof(TileConfig) == 64);
+
+// The tile shapes every AMX kernel uses (loading a configuration costs about as much as a block's
+// work, so a call of run_packed_amx loads it once), and the tiles' release after the last use.
+PAGODA_AMX void amx_begin() {
+  TileConfig cfg;
+  for (int t = 0; t < 2; ++t) {
+    cfg.colsb[t] = 32, cfg.rows[t] = 16;          // A: the activation bytes
+    cfg.colsb[2 + t] = 64, cfg.rows[2 + t] = 8;   // B: the weight vectors
+    cfg.colsb[4 + t] = 64, cfg.rows[4 + t] = 16;  // C: the block dots
+  }
+  // (not _tile_loadconfig: its asm names only the first 8 bytes of the configuration as read, so
+  // the compiler may drop the stores of the rest)
+  __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+}
+
+PAGODA_AMX void amx_end() {
+  _tile_release();
+}
+
+// One block's integer part in tile slot S (0 or 1: A in tmm S, B in tmm 2 + S, C in tmm 4 + S):
+// the weight vectors go to bt (B's rows), the block dots to ct. Two slots let the tile work of
+// the next block run while the float step of this one reads its dots.
+template <class T, int S>
+PAGODA_AMX inline __attribute__((always_inline)) void amx_block(const uint8_t* w, uint64_t group, int64_t b,
+                                                                const ActBlock* x, long act_stride, uint8_t* bt,
+                                                                int32_t* ct, FV<2>& scale, FV<2>& min) {
+  Block<2> k;
+  T::template load<2>(w, group, b, k);
+  for (int j = 0; j < 8; ++j)
+    _mm512_store_si512(bt + 64 * j, k.u[j]);
+  __asm__ volatile("" ::: "memory");  // the tile loads below read bt
+  // (the tile numbers must be literals: the intrinsics paste them into the instruction text)
+  if constexpr (S == 0) {
+    _tile_loadd(0, x[b].q, act_stride);
+    _tile_loadd(2, bt, 64);
+    _tile_zero(4);
+    _tile_dpbsud(4, 0, 2);
+    _tile_stored(4, ct, 64);
+  } else {
+    _tile_loadd(1, x[b].q, act_stride);
+    _tile_loadd(3, bt, 64);
+    _tile_zero(5);
+    _tile_dpbsud(5, 1, 3);
+    _tile_stored(5, ct, 64);
+  }
+  scale = k.scale;
+  if constexpr (T::kMin) min = k.min;
+}
+
+// The float step of block b for the 16 activation rows.
+template <class T>
+PAGODA_AMX inline __attribute__((always_inline)) void amx_float_step(const int32_t* ct, FV<2> scale, FV<2> min,
+                                                                     const ActBlock* x, int64_t stride, int64_t b,
+                                                                     __m512 acc[16]) {
+#pragma GCC unroll 16
+  for (int r = 0; r < 16; ++r) {
+    const ActBlock& a = x[r * stride + b];
+    __m512i s = _mm512_load_si512(ct + 16 * r);
+    if constexpr (T::kOffset != 0) s = v_sub32(s, splat32<2>(T::kOffset * a.qsum));
+    acc[r] = v_fmadd(v_cvt(s), v_mul(scale, splat_ps<2>(a.d)), acc[r]);
+    if constexpr (T::kMin) acc[r] = v_fmadd(min, splat_ps<2>(a.dsum), acc[r]);
+  }
+}
+
+// Call between amx_begin() and amx_end().
+template <class T>
+PAGODA_AMX void packed_amx(const uint8_t* w, uint64_t group, int valid, const ActBlock* x, int64_t stride, int64_t nb,
+                           float* out, int64_t ldo) {
+  alignas(64) uint8_t bt[2][8 * 64];
+  alignas(64) int32_t ct[2][16 * 16];
+  const long act_stride = static_cast<long>(stride * static_cast<int64_t>(sizeof(ActBlock)));
+  __m512 acc[16];
+  for (int r = 0; r < 16; ++r)
+    acc[r] = _mm512_setzero_ps();
+  FV<2> scale[2];
+  FV<2> min[2] = {zero_ps<2>(), zero_ps<2>()};
+  if (nb > 0) amx_block<T, 0>(w, group, 0, x, act_stride, bt[0], ct[0], scale[0], min[0]);
+  for (int64_t b = 0; b < nb; b += 2) {
+    if (b + 1 < nb) amx_block<T, 1>(w, group, b + 1, x, act_stride, bt[1], ct[1], scale[1], min[1]);
+    amx_float_step<T>(ct[0], scale[0], min[0], x, stride, b, acc);
+    if (b + 1 >= nb) break;
+    if (b + 2 < nb) amx_block<T, 0>(w, group, b + 2, x, act_stride, bt[0], ct[0], scale[0], min[0]);
+    amx_float_step<T>(ct[1], scale[1], min[1], x, stride, b + 1, acc);
+  }
+  const auto mask = static_cast<__mmask16>((1u << (8 + valid)) - 1);
+#pragma GCC unroll 16
+  for (int r = 0; r < 16; ++r)
+    _mm512_mask_storeu_ps(out + r * ldo, mask, acc[r]);
+}
+
 template <class T, int R>
 PAGODA_VNNI void tile(const uint8_t* w, int valid, const ActBlock* x, int64_t stride, int64_t nb, float* out,
                       int64_t ldo) {
@@ -403,6 +513,45 @@ void packed_tiles_vnni(DType t, PackedTileFn tiles[4]) {
 
 void packed_pairs_vnni(DType t, PackedPairFn pairs[4]) {
   for_type(t, [&](auto type) { pairs_of<decltype(type)>(pairs); });
+}
+
+bool qdot_cpu_has_amx() {
+  static const bool amx = [] {
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!qdot_cpu_has_vnni() || __get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
+    if ((d & (1u << 24)) == 0 || (d & (1u << 25)) == 0) return false;  // AMX-TILE, AMX-INT8
+    // Linux hands out the tile registers' state only to processes that ask for it
+    // (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); without it the first tile instruction faults.
+    constexpr long kReqXcompPerm = 0x1023;
+    constexpr long kXtileData = 18;
+    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+  }();
+  return amx;
+}
+
+PackedAmxFn packed_amx_kernel(DType t) {
+  PackedAmxFn fn = nullptr;
+  for_type(t, [&](auto type) { fn = packed_amx<decltype(type)>; });
+  return fn;
+}
+
+void run_packed_amx(PackedAmxFn amx, const PackedTileFn tiles[4], uint64_t group, const uint8_t* packed, int64_t n,
+                    const ActBlock* x, int64_t blocks, int64_t m, float* out, int64_t ldo) {
+  amx_begin();
+  for (int64_t r0 = 0; r0 + 16 <= m; r0 += 16) {
+    int64_t j = 0;
+    for (; j + 8 < n; j += 16) {
+      amx(packed + static_cast<uint64_t>(j / 8) * group, group, static_cast<int>(std::min<int64_t>(8, n - j - 8)),
+          x + r0 * blocks, blocks, blocks, out + r0 * ldo + j, ldo);
+    }
+    if (j >= n) continue;  // the last pair took the last group
+    // a last group of its own: the one-group kernels, four activation rows at a time
+    for (int64_t r = r0; r < r0 + 16; r += 4) {
+      tiles[3](packed + static_cast<uint64_t>(j / 8) * group, static_cast<int>(std::min<int64_t>(8, n - j)),
+               x + r * blocks, blocks, blocks, out + r * ldo + j, ldo);
+    }
+  }
+  amx_end();
 }
 
 }  // namespace pagoda::cpu::qdot
