@@ -365,11 +365,11 @@ PAGODA_VNNI void packed_vnni(const uint8_t* w, uint64_t group, int valid, const 
   }
 }
 
-// AMX: the integer block dots of up to 16 activation rows against two groups (16 weight rows) in
-// one tile multiply. The two-group block's eight weight vectors (T::load, as above) are exactly
+// AMX: the integer block dots of 16 activation rows against two groups (16 weight rows) in one
+// tile multiply. The two-group block's eight weight vectors (T::load, as above) are exactly
 // the rows of the B operand: B row p holds the four weight bytes of every column (weight row) that
 // meet activation bytes 4p..4p+3. The A operand is the activation rows' 32 quant bytes, read in
-// place from the ActBlocks, and `tdpbsud` (signed A by unsigned B, into int32) leaves the M x 16
+// place from the ActBlocks, and `tdpbsud` (signed A by unsigned B, into int32) leaves the 16 x 16
 // exact block dots in C. The float step then runs per activation row on a 16-lane vector of weight
 // rows, the same instructions as the two-group VNNI kernel, so the results are the same bits.
 struct alignas(64) TileConfig {
