@@ -66,21 +66,18 @@ std::string StreamDecoder::release(bool final) {
   // joined text (a Strip after Fuse, Metaspace's first token) stops inside a prefix that keeps
   // some text, so it takes the same characters in every later decode of the window, and those of
   // the whole stream; over a prefix with no text it would reach into the tokens after it.
-  {
-    std::vector<std::string> next(window_.begin() + static_cast<std::ptrdiff_t>(read_),
-                                  window_.begin() + static_cast<std::ptrdiff_t>(end));
-    const std::string alone = tok_->decode_tokens(std::move(next));
-    if (alone.empty() || alone != std::string_view(text).substr(prefix_text_.size())) {
-      released_ += piece.size();
-      return piece;
-    }
+  std::string alone = tok_->decode_tokens(std::vector<std::string>(window_.begin() + static_cast<std::ptrdiff_t>(read_),
+                                                                   window_.begin() + static_cast<std::ptrdiff_t>(end)));
+  if (alone.empty() || alone != std::string_view(text).substr(prefix_text_.size())) {
+    released_ += piece.size();
+    return piece;
   }
-  // Everything up to `end` is out: slide the window so [old boundary, end) becomes the prefix.
+  // Everything up to `end` is out: slide the window so [old boundary, end) becomes the prefix,
+  // whose text alone is `alone`.
   window_.erase(window_.begin(), window_.begin() + static_cast<std::ptrdiff_t>(read_));
   is_byte_.erase(is_byte_.begin(), is_byte_.begin() + static_cast<std::ptrdiff_t>(read_));
   read_ = end - read_;
-  std::vector<std::string> prefix(window_.begin(), window_.begin() + static_cast<std::ptrdiff_t>(read_));
-  prefix_text_ = tok_->decode_tokens(std::move(prefix));
+  prefix_text_ = std::move(alone);
   released_ = 0;
   return piece;
 }
