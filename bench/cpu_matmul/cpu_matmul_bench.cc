@@ -3,7 +3,9 @@
 // Llama-sized one, at 1, 32 and 512 activation rows. Both use every thread pagoda's pool uses
 // (oneDNN through its own runtime: set OMP_NUM_THREADS to match). oneDNN multiplies bf16 and f16
 // weights with activations of the same type (converted here first, outside the timing) where the
-// CPU has a kernel for them; where it has none, the row says so.
+// CPU has a kernel for them; where it has none, the row says so. Where pagoda has a bf16 kernel
+// (AMX-BF16 or AVX512-BF16), bf16 weights get a second line, "bf16r": that kernel, activations
+// rounded to bf16 as oneDNN's are.
 //
 //   pagoda_cpu_matmul_bench [--reps N]
 //
@@ -24,8 +26,10 @@
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/ops/matmul.h"
+#include "backends/cpu/quant/bf16dot.h"
 #include "backends/cpu/quant/dequantize.h"
 #include "backends/cpu/quant/float_convert.h"
+#include "backends/cpu/vec.h"
 
 namespace {
 
@@ -63,8 +67,9 @@ int main(int argc, char** argv) {
   }
   pagoda::cpu::ThreadPool& pool = pagoda::cpu::cpu_backend().pool();
   const char* omp = std::getenv("OMP_NUM_THREADS");
-  std::printf("pagoda threads %d, OMP_NUM_THREADS %s, best of %d\n", pool.num_threads(),
-              omp != nullptr ? omp : "(unset)", reps);
+  std::printf("pagoda threads %d, OMP_NUM_THREADS %s, best of %d, float tile %s, bf16 kernel %s\n", pool.num_threads(),
+              omp != nullptr ? omp : "(unset)", reps, pagoda::cpu::vec::tile_kernel_name(),
+              pagoda::cpu::bf16dot::kernel_name());
   std::printf("%-5s %5s %5s %4s | %9s %8s | %9s %8s | %6s | %s\n", "w", "n", "k", "m", "pagoda ms", "GFLOP/s",
               "oneDNN ms", "GFLOP/s", "oneDNN/pagoda", "max rel diff");
   dnnl::engine eng(dnnl::engine::kind::cpu, 0);
@@ -90,12 +95,10 @@ int main(int argc, char** argv) {
         std::vector<float> x(static_cast<size_t>(m * s.k));
         for (auto& v : x)
           v = u(rng);
-        std::vector<float> ours(static_cast<size_t>(m * s.n)), theirs(ours.size(), 0.0f);
-        const double t_ours = best_of(reps, [&] {
-          pagoda::cpu::gemm(pool, x.data(), s.k, m, w, wt, s.n, s.k, nullptr, ours.data(), s.n, false);
-        });
+        std::vector<float> theirs(static_cast<size_t>(m * s.n), 0.0f);
         const double flops = 2.0 * static_cast<double>(m) * static_cast<double>(s.n) * static_cast<double>(s.k);
-        std::string dnnl_ms = "-", dnnl_gf = "-", ratio = "-", diff = "no kernel";
+        double t_dnnl = 0.0;
+        std::string dnnl_error;
         try {
           const dnnl::memory::desc src_md({m, s.k}, ddt, tag::ab);
           const dnnl::memory::desc wei_md({s.k, s.n}, ddt, tag::ba);
@@ -109,32 +112,52 @@ int main(int argc, char** argv) {
           dnnl::memory src(src_md, eng, wt == DType::kF32 ? static_cast<void*>(x.data()) : x16.data());
           dnnl::memory wei(wei_md, eng, const_cast<void*>(w));
           dnnl::memory dst(dst_md, eng, theirs.data());
-          const double t_dnnl = best_of(reps, [&] {
+          t_dnnl = best_of(reps, [&] {
             prim.execute(stream, {{DNNL_ARG_SRC, src}, {DNNL_ARG_WEIGHTS, wei}, {DNNL_ARG_DST, dst}});
             stream.wait();
           });
-          double max_out = 0.0, max_diff = 0.0;
-          for (size_t i = 0; i < ours.size(); ++i) {
-            max_out = std::max(max_out, std::fabs(static_cast<double>(ours[i])));
-            max_diff = std::max(max_diff, std::fabs(static_cast<double>(ours[i]) - theirs[i]));
-          }
-          char buf[64];
-          std::snprintf(buf, sizeof buf, "%9.3f", t_dnnl * 1e3);
-          dnnl_ms = buf;
-          std::snprintf(buf, sizeof buf, "%8.1f", flops / t_dnnl / 1e9);
-          dnnl_gf = buf;
-          std::snprintf(buf, sizeof buf, "%6.2fx", t_ours / t_dnnl);
-          ratio = buf;
-          std::snprintf(buf, sizeof buf, "%.2g", max_out > 0 ? max_diff / max_out : max_diff);
-          diff = buf;
         } catch (const dnnl::error& e) {
-          diff = std::string("no kernel (") + e.what() + ")";
+          dnnl_error = std::string("no kernel (") + e.what() + ")";
         }
-        std::printf("%-5s %5lld %5lld %4lld | %9.3f %8.1f | %9s %8s | %13s | %s\n",
-                    std::string(pagoda::dtype_name(wt)).c_str(), static_cast<long long>(s.n),
-                    static_cast<long long>(s.k), static_cast<long long>(m), t_ours * 1e3, flops / t_ours / 1e9,
-                    dnnl_ms.c_str(), dnnl_gf.c_str(), ratio.c_str(), diff.c_str());
-        std::fflush(stdout);
+        // pagoda's float path, and for bf16 weights where the CPU has one the bf16 kernel on the
+        // weight repacked as PackedWeights would hold it ("bf16r": activations rounded to bf16).
+        std::vector<std::string> labels{std::string(pagoda::dtype_name(wt))};
+        if (wt == DType::kBF16 && pagoda::cpu::uses_bf16_kernel(wt)) labels.emplace_back("bf16r");
+        std::vector<uint8_t> packed;
+        for (const std::string& label : labels) {
+          const bool reduced = label == "bf16r";
+          if (reduced && packed.empty()) {
+            packed.resize(static_cast<size_t>((s.n + 15) / 16) * pagoda::cpu::bf16dot::packed_group_bytes(s.k));
+            pagoda::cpu::bf16dot::pack_rows16(static_cast<const uint8_t*>(w), static_cast<uint64_t>(s.k) * 2, s.n, s.k,
+                                              packed.data());
+          }
+          std::vector<float> ours(static_cast<size_t>(m * s.n));
+          const double t_ours = best_of(reps, [&] {
+            pagoda::cpu::gemm(pool, x.data(), s.k, m, w, wt, s.n, s.k, nullptr, ours.data(), s.n, reduced,
+                              reduced ? packed.data() : nullptr);
+          });
+          std::string dnnl_ms = "-", dnnl_gf = "-", ratio = "-", diff = dnnl_error;
+          if (dnnl_error.empty()) {
+            double max_out = 0.0, max_diff = 0.0;
+            for (size_t i = 0; i < ours.size(); ++i) {
+              max_out = std::max(max_out, std::fabs(static_cast<double>(ours[i])));
+              max_diff = std::max(max_diff, std::fabs(static_cast<double>(ours[i]) - theirs[i]));
+            }
+            char buf[64];
+            std::snprintf(buf, sizeof buf, "%9.3f", t_dnnl * 1e3);
+            dnnl_ms = buf;
+            std::snprintf(buf, sizeof buf, "%8.1f", flops / t_dnnl / 1e9);
+            dnnl_gf = buf;
+            std::snprintf(buf, sizeof buf, "%6.2fx", t_ours / t_dnnl);
+            ratio = buf;
+            std::snprintf(buf, sizeof buf, "%.2g", max_out > 0 ? max_diff / max_out : max_diff);
+            diff = buf;
+          }
+          std::printf("%-5s %5lld %5lld %4lld | %9.3f %8.1f | %9s %8s | %13s | %s\n", label.c_str(),
+                      static_cast<long long>(s.n), static_cast<long long>(s.k), static_cast<long long>(m), t_ours * 1e3,
+                      flops / t_ours / 1e9, dnnl_ms.c_str(), dnnl_gf.c_str(), ratio.c_str(), diff.c_str());
+          std::fflush(stdout);
+        }
       }
     }
   }

@@ -12,10 +12,13 @@
 #include <fstream>
 #include <random>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
 #include "backends/cpu/host_pool.h"
+#include "backends/cpu/quant/bf16dot.h"
+#include "backends/cpu/quant/float_convert.h"
 #include "backends/cpu/quant/qdot.h"
 #include "core/mapped_file.h"
 #include "core/tensor.h"
@@ -78,23 +81,16 @@ TEST(CpuHostPool, BackendServesLargeTensorsFromIt) {
   EXPECT_GE(after.reused, before.reused + 1);
 }
 
-// A weight in a file mapping is repacked on its first int8 matmul, gives the same bits as the
-// same weight held in memory (not repacked), and its copy goes once the mapping's tensors are gone.
-TEST(CpuPackedWeights, MappedWeightsAreRepackedAndGiveTheSameBits) {
-  if (!qdot::packs(DType::kQ4_1)) GTEST_SKIP() << "this CPU has no repacked kernels (AVX2 is required)";
+// A weight in a file mapping is repacked on its first reduced-precision matmul, gives the same bits
+// as the same weight held in memory (not repacked), and its copy goes once the mapping's tensors
+// are gone.
+void check_repacked(DType t, int64_t n, int64_t k, const std::vector<uint8_t>& w) {
   auto& backend = cpu_backend();
   const bool saved = backend.quantized_activations();
   backend.set_quantized_activations(true);
-  const int64_t n = 21, k = 128, m = 3;
-  const uint64_t bytes = *dtype_row_bytes(DType::kQ4_1, k) * n;
+  const int64_t m = 3;
+  const uint64_t bytes = w.size();
   std::mt19937 rng(3);
-  std::vector<uint8_t> w(bytes);
-  for (auto& v : w)
-    v = static_cast<uint8_t>(rng());
-  for (uint64_t b = 0; b < bytes / 20; ++b) {  // finite scales and minimums: 0.01 and -0.02
-    const uint8_t dm[4] = {0x1f, 0x21, 0x1f, 0xa5};
-    std::memcpy(&w[b * 20], dm, 4);
-  }
   const std::string path =
       (std::filesystem::temp_directory_path() / ("pagoda_packed_" + std::to_string(::getpid()) + ".bin")).string();
   {
@@ -106,26 +102,25 @@ TEST(CpuPackedWeights, MappedWeightsAreRepackedAndGiveTheSameBits) {
   Tensor x = Tensor::empty(Shape{m, k}, DType::kF32);
   for (int64_t i = 0; i < m * k; ++i)
     x.data<float>()[i] = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
-  Tensor in_memory = Tensor::empty(Shape{n, k}, DType::kQ4_1);
+  Tensor in_memory = Tensor::empty(Shape{n, k}, t);
   std::memcpy(in_memory.raw_data(), w.data(), bytes);
   Tensor want = Tensor::empty(Shape{m, n}, DType::kF32);
   const size_t copies = backend.packed_weights().size();
   ops::matmul(want, x, in_memory);
   EXPECT_EQ(backend.packed_weights().size(), copies) << "a weight in memory is not repacked";
   {
-    const Tensor mapped =
-        Tensor::from_storage(map_file_storage(MappedFile::open(path), 100, bytes), 0, Shape{n, k}, DType::kQ4_1);
+    const Tensor mapped = Tensor::from_storage(map_file_storage(MappedFile::open(path), 100, bytes), 0, Shape{n, k}, t);
     for (int round = 0; round < 2; ++round) {
       Tensor got = Tensor::empty(Shape{m, n}, DType::kF32);
       ops::matmul(got, x, mapped);
-      EXPECT_EQ(std::memcmp(got.raw_data(), want.raw_data(), static_cast<size_t>(m * n) * 4), 0) << round;
+      EXPECT_EQ(std::memcmp(got.raw_data(), want.raw_data(), static_cast<size_t>(m * n) * 4), 0)
+          << dtype_name(t) << " " << n << " x " << k << " round " << round;
     }
     EXPECT_EQ(backend.packed_weights().size(), copies + 1);
   }
   // The mapping is gone; the next repacking drops its copy.
   {
-    const Tensor again =
-        Tensor::from_storage(map_file_storage(MappedFile::open(path), 100, bytes), 0, Shape{n, k}, DType::kQ4_1);
+    const Tensor again = Tensor::from_storage(map_file_storage(MappedFile::open(path), 100, bytes), 0, Shape{n, k}, t);
     Tensor got = Tensor::empty(Shape{m, n}, DType::kF32);
     ops::matmul(got, x, again);
     EXPECT_EQ(std::memcmp(got.raw_data(), want.raw_data(), static_cast<size_t>(m * n) * 4), 0);
@@ -133,6 +128,41 @@ TEST(CpuPackedWeights, MappedWeightsAreRepackedAndGiveTheSameBits) {
   }
   std::filesystem::remove(path);
   backend.set_quantized_activations(saved);
+}
+
+std::vector<uint8_t> random_q4_1(int64_t n, int64_t k) {
+  const uint64_t bytes = *dtype_row_bytes(DType::kQ4_1, k) * n;
+  std::mt19937 rng(static_cast<unsigned>(n));
+  std::vector<uint8_t> w(bytes);
+  for (auto& v : w)
+    v = static_cast<uint8_t>(rng());
+  for (uint64_t b = 0; b < bytes / 20; ++b) {  // finite scales and minimums: 0.01 and -0.02
+    const uint8_t dm[4] = {0x1f, 0x21, 0x1f, 0xa5};
+    std::memcpy(&w[b * 20], dm, 4);
+  }
+  return w;
+}
+
+TEST(CpuPackedWeights, MappedWeightsAreRepackedAndGiveTheSameBits) {
+  if (!qdot::packs(DType::kQ4_1)) GTEST_SKIP() << "this CPU has no repacked kernels (AVX2 is required)";
+  check_repacked(DType::kQ4_1, 21, 128, random_q4_1(21, 128));
+  // 9.6 MB: repacked in three slices of 4 MiB (the last partial, the last group of rows short)
+  check_repacked(DType::kQ4_1, 30003, 512, random_q4_1(30003, 512));
+}
+
+TEST(CpuPackedWeights, MappedBf16WeightsAreRepackedWhereTheCpuHasABf16Kernel) {
+  if (!bf16dot::available()) {
+    GTEST_SKIP() << "this CPU has neither AMX-BF16 nor AVX512-BF16: bf16 weights are not repacked";
+  }
+  for (const auto& [n, k] : {std::pair<int64_t, int64_t>{21, 100}, {9000, 512}}) {  // one slice; three
+    std::mt19937 rng(static_cast<unsigned>(n));
+    std::vector<uint8_t> w(static_cast<size_t>(n * k * 2));
+    for (size_t i = 0; i < w.size(); i += 2) {
+      const uint16_t b = fp32_to_bf16(std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng));
+      w[i] = static_cast<uint8_t>(b & 0xff), w[i + 1] = static_cast<uint8_t>(b >> 8);
+    }
+    check_repacked(DType::kBF16, n, k, w);
+  }
 }
 
 }  // namespace

@@ -191,7 +191,8 @@ const BenchRegistration kRegisterLatency("latency", [](CLI::App& bench) {
   sub->add_option("--device", a->device, "cpu, xpu[:N] or cuda[:N]")->capture_default_str();
   sub->add_option("--matmul", a->matmul,
                   "CPU matmul over quantized weights: float (dequantize, float32 dot products) or int8 "
-                  "(8-bit quantized activations, integer dot products, as llama.cpp)")
+                  "(8-bit quantized activations, integer dot products, as llama.cpp; bf16 weights meet bf16 "
+                  "activations where the CPU has AMX-BF16 or AVX512-BF16)")
       ->capture_default_str();
   sub->add_option("--kv-cache-dtype", a->kv_cache_dtype,
                   "KV cache type: auto (f32 on the CPU, f16 on devices), f32, f16, bf16")

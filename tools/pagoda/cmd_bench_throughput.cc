@@ -170,7 +170,9 @@ const BenchRegistration kRegisterThroughput("throughput", [](CLI::App& bench) ->
                   "KV cache type: auto (f32 on the CPU, f16 on devices), f32, f16, bf16")
       ->capture_default_str();
   sub->add_flag("--no-enable-prefix-caching", a->no_prefix_caching, "Do not reuse KV blocks of common prefixes");
-  sub->add_option("--cpu-matmul", a->engine.cpu_matmul, "CPU matmul over GGUF weights: float or int8 (faster)")
+  sub->add_option("--cpu-matmul", a->engine.cpu_matmul,
+                  "CPU matmul over GGUF and bf16 weights: float or int8 (faster: 8-bit activations for GGUF blocks, "
+                  "bf16 activations for bf16 weights on AMX-BF16 / AVX512-BF16 CPUs)")
       ->capture_default_str();
   sub->add_flag("--json", a->json, "Print one JSON object");
   return [a] { return run_throughput(*a); };

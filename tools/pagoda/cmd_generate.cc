@@ -370,7 +370,9 @@ const CommandRegistration kRegisterGenerate("generate", [](CLI::App& app) {
   sub->add_option("--kv-cache-memory", e.kv_cache_memory, "Bytes for the KV cache (0: automatic)")
       ->capture_default_str();
   sub->add_option("--kv-cache-dtype", e.kv_cache_dtype, "auto, f32, f16 or bf16")->capture_default_str();
-  sub->add_option("--cpu-matmul", e.cpu_matmul, "CPU matmul over GGUF weights: float or int8 (faster)")
+  sub->add_option("--cpu-matmul", e.cpu_matmul,
+                  "CPU matmul over GGUF and bf16 weights: float or int8 (faster: 8-bit activations for GGUF blocks, "
+                  "bf16 activations for bf16 weights on AMX-BF16 / AVX512-BF16 CPUs)")
       ->capture_default_str();
   return [a] { return run_generate(*a); };
 });

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "backend/backend.h"
+#include "backends/cpu/quant/bf16dot.h"
 #include "backends/cpu/quant/qdot.h"
 #include "backends/cpu/vec.h"
 #include "command.h"
@@ -102,8 +103,9 @@ int run_serve(ServeArgs& a) {
   fmt::print("pagoda: {}, max model length {}\n", engine.cache_summary(), engine.max_model_len());
   if (parse_device(a.engine.device).kind == DeviceKind::kCpu) {
     const bool int8 = a.engine.cpu_matmul == "int8";
-    fmt::print("pagoda: CPU matmul over GGUF block weights: {} ({} kernels)\n", a.engine.cpu_matmul,
-               int8 ? cpu::qdot::packed_kernel_name() : cpu::vec::tile_kernel_name());
+    fmt::print("pagoda: CPU matmul over GGUF block weights: {} ({} kernels{})\n", a.engine.cpu_matmul,
+               int8 ? cpu::qdot::packed_kernel_name() : cpu::vec::tile_kernel_name(),
+               int8 && cpu::bf16dot::available() ? fmt::format("; bf16 weights: {}", cpu::bf16dot::kernel_name()) : "");
   }
   const std::string host = a.server.host.find(':') != std::string::npos ? "[" + a.server.host + "]" : a.server.host;
   fmt::print("pagoda: serving {} at http://{}:{}\n", a.server.served_model_names[0], host, srv.port());
@@ -134,7 +136,9 @@ const CommandRegistration kRegisterServe("serve", [](CLI::App& app) {
   sub->add_option("--api-key", a->server.api_key, "Require this Bearer key on /v1/* (default: $PAGODA_API_KEY)");
   sub->add_option("--chat-template", a->engine.chat_template, "A Jinja chat template file replacing the model's");
   sub->add_option("--device", a->engine.device, "cpu, xpu[:N] or cuda[:N]")->capture_default_str();
-  sub->add_option("--cpu-matmul", a->engine.cpu_matmul, "CPU matmul over GGUF weights: float or int8 (faster)")
+  sub->add_option("--cpu-matmul", a->engine.cpu_matmul,
+                  "CPU matmul over GGUF and bf16 weights: float or int8 (faster: 8-bit activations for GGUF blocks, "
+                  "bf16 activations for bf16 weights on AMX-BF16 / AVX512-BF16 CPUs)")
       ->capture_default_str();
   sub->add_option("--dtype,--kv-cache-dtype", a->dtype, "KV cache dtype: auto, f32, f16, bf16")->capture_default_str();
   sub->add_option("--seed", a->engine.seed, "Seed of requests without their own")->capture_default_str();

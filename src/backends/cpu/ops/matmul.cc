@@ -9,7 +9,9 @@
 //  - integer (quantized activations, when enabled and the weight type has a kernel): each
 //    activation row is quantized to 8-bit blocks once per call and multiplied with the weight's
 //    blocks in integer arithmetic (quant/qdot.h), as ggml does. Several times faster; the
-//    activation rounding adds a relative error of about 1/254 per element.
+//    activation rounding adds a relative error of about 1/254 per element. In the same mode bf16
+//    weights, where the CPU multiplies bf16 pairs (AMX-BF16 or AVX512-BF16), meet activations
+//    rounded to bf16 (quant/bf16dot.h; a relative error of at most 2^-9 per element).
 // Either way a row's result depends only on that row and the weight: the same kernel and the same
 // summation order whatever the number of rows or the row's place in the batch (threads split only
 // independent outputs).
@@ -21,6 +23,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/quant/bf16dot.h"
 #include "backends/cpu/quant/dequantize.h"
 #include "backends/cpu/quant/qdot.h"
 #include "backends/cpu/vec.h"
@@ -85,7 +88,53 @@ void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const u
   });
 }
 
+// bf16 weights against activations rounded to bf16 (bf16dot.h). Tasks as in gemm_int8, a tile
+// being two packed groups (32 weight rows); without a repacked copy each task packs its tile.
+void gemm_bf16(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const uint8_t* w, int64_t n, int64_t k,
+               const float* bias, float* out, int64_t ldo, const uint8_t* packed) {
+  const int64_t kp = bf16dot::padded_k(k);
+  std::vector<uint16_t> xb(static_cast<size_t>(bf16dot::padded_rows(m) * kp));  // zeros past row m
+  pool.parallel_for(m, 8, [&](int64_t begin, int64_t end) {
+    bf16dot::round_rows(x + begin * ldx, ldx, end - begin, k, xb.data() + begin * kp);
+  });
+  const uint64_t row_bytes = static_cast<uint64_t>(k) * 2;
+  const uint64_t group_bytes = bf16dot::packed_group_bytes(k);
+  constexpr int64_t tile = 2 * bf16dot::kGroupRows;
+  const int64_t tiles = (n + tile - 1) / tile;
+  const int64_t row_blocks = (m + kRowBlock - 1) / kRowBlock;
+  pool.parallel_for(tiles * row_blocks, 1, [&](int64_t begin, int64_t end) {
+    thread_local std::vector<uint8_t> buffer;
+    int64_t loaded = -1;  // the tile now in buffer, within this range
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t t = task / row_blocks;
+      const int64_t rb = task % row_blocks;
+      const int64_t j0 = t * tile;
+      const int64_t rows = std::min(tile, n - j0);
+      const uint8_t* wt = nullptr;
+      if (packed != nullptr) {
+        wt = packed + static_cast<uint64_t>(j0 / bf16dot::kGroupRows) * group_bytes;
+      } else {
+        if (loaded != t) {
+          buffer.resize(2 * group_bytes);
+          bf16dot::pack_rows16(w + static_cast<uint64_t>(j0) * row_bytes, row_bytes, rows, k, buffer.data());
+          loaded = t;
+        }
+        wt = buffer.data();
+      }
+      const int64_t i0 = rb * kRowBlock;
+      const int64_t count = std::min(kRowBlock, m - i0);
+      float* o = out + i0 * ldo + j0;
+      bf16dot::dot_rows_packed(wt, rows, k, xb.data() + i0 * kp, count, o, ldo);
+      add_bias(bias, j0, rows, count, o, ldo);
+    }
+  });
+}
+
 }  // namespace
+
+bool uses_bf16_kernel(DType wtype) {
+  return wtype == DType::kBF16 && bf16dot::available();
+}
 
 bool uses_int8_kernel(DType wtype, int64_t k) {
   return qdot::supports(wtype) && k > 0 && k % dtype_block_size(wtype) == 0 && k % qdot::kBlock == 0;
@@ -96,6 +145,10 @@ void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const void* 
   if (m == 0 || n == 0) return;
   if (quantize_activations && uses_int8_kernel(wtype, k)) {
     gemm_int8(pool, x, ldx, m, static_cast<const uint8_t*>(w), wtype, n, k, bias, out, ldo, packed);
+    return;
+  }
+  if (quantize_activations && uses_bf16_kernel(wtype) && k > 0) {
+    gemm_bf16(pool, x, ldx, m, static_cast<const uint8_t*>(w), n, k, bias, out, ldo, packed);
     return;
   }
   if (k == 0) {
@@ -145,8 +198,9 @@ void CpuOps::matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Te
   const int64_t k = x.dim(-1);
   const int64_t n = weight.dim(0);
   const int64_t m = k == 0 ? out.numel() / std::max<int64_t>(1, n) : x.numel() / k;
-  const bool int8 = quantize_activations_ && uses_int8_kernel(weight.dtype(), k);
-  const uint8_t* packed = int8 ? packed_.get(weight, n, k) : nullptr;
+  const bool reduced =
+      quantize_activations_ && (uses_int8_kernel(weight.dtype(), k) || uses_bf16_kernel(weight.dtype()));
+  const uint8_t* packed = reduced ? packed_.get(weight, n, k) : nullptr;
   gemm(pool_, x.data<float>(), k, m, weight.raw_data(), weight.dtype(), n, k,
        bias != nullptr ? bias->data<float>() : nullptr, out.data<float>(), n, quantize_activations_, packed);
 }

@@ -1,0 +1,286 @@
+#include "backends/cpu/quant/bf16dot.h"
+
+#include <algorithm>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+#include "backends/cpu/quant/float_convert.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define PAGODA_BF16DOT_X86 1
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() (a self-initialised variable) as their
+// unused merge source, which it then reports as uninitialized wherever they are inlined.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
+#include <cpuid.h>
+#include <immintrin.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+#else
+#define PAGODA_BF16DOT_X86 0
+#endif
+
+namespace pagoda::cpu::bf16dot {
+
+namespace {
+
+constexpr uint64_t kChunkBytes = static_cast<uint64_t>(kGroupRows * kChunk) * 2;  // one B tile
+
+uint16_t read_u16(const uint8_t* p) {
+  return static_cast<uint16_t>(p[0] | (p[1] << 8));
+}
+
+#if PAGODA_BF16DOT_X86
+#define PAGODA_BF16 __attribute__((target("avx2,fma,avx512f,avx512bf16")))
+#define PAGODA_AMX_BF16 __attribute__((target("amx-tile,amx-bf16")))
+
+// AVX512-BF16 (`vdpbf16ps`): R activation rows against NB groups, each output in its own lane.
+// For each pair p of a chunk the activation pair is broadcast to every lane and meets line p of
+// the group (the pair of every weight row), so each lane adds its output's pairs in k order.
+template <int R, int NB>
+PAGODA_BF16 void lanes(const uint8_t* w, uint64_t group_bytes, const int valid[2], const uint16_t* x, int64_t kp,
+                       float* out, int64_t ldo) {
+  __m512 acc[R][NB];
+  for (int r = 0; r < R; ++r)
+    for (int b = 0; b < NB; ++b)
+      acc[r][b] = _mm512_setzero_ps();
+  const int64_t chunks = kp / kChunk;
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const uint8_t* wc = w + static_cast<uint64_t>(ch) * kChunkBytes;
+    const uint16_t* xc = x + ch * kChunk;
+    for (int p = 0; p < kGroupRows; ++p) {
+      __m512i wv[NB];
+      for (int b = 0; b < NB; ++b)
+        wv[b] = _mm512_loadu_si512(wc + b * group_bytes + 64 * p);
+      for (int r = 0; r < R; ++r) {
+        int32_t pair;
+        std::memcpy(&pair, xc + r * kp + 2 * p, 4);
+        const __m512i xv = _mm512_set1_epi32(pair);
+        for (int b = 0; b < NB; ++b)
+          acc[r][b] = _mm512_dpbf16_ps(acc[r][b], (__m512bh)xv, (__m512bh)wv[b]);
+      }
+    }
+  }
+  for (int r = 0; r < R; ++r) {
+    for (int b = 0; b < NB; ++b) {
+      const auto mask = static_cast<__mmask16>((1u << valid[b]) - 1);
+      _mm512_mask_storeu_ps(out + r * ldo + b * kGroupRows, mask, acc[r][b]);
+    }
+  }
+}
+
+template <int NB>
+PAGODA_BF16 void lanes_rows(const uint8_t* w, uint64_t group_bytes, const int valid[2], const uint16_t* x, int64_t kp,
+                            int64_t m, float* out, int64_t ldo) {
+  int64_t i = 0;
+  for (; i + 4 <= m; i += 4)
+    lanes<4, NB>(w, group_bytes, valid, x + i * kp, kp, out + i * ldo, ldo);
+  switch (m - i) {
+    case 3: lanes<3, NB>(w, group_bytes, valid, x + i * kp, kp, out + i * ldo, ldo); break;
+    case 2: lanes<2, NB>(w, group_bytes, valid, x + i * kp, kp, out + i * ldo, ldo); break;
+    case 1: lanes<1, NB>(w, group_bytes, valid, x + i * kp, kp, out + i * ldo, ldo); break;
+    default: break;
+  }
+}
+
+void run_lanes(const uint8_t* packed, int64_t n, int64_t k, const uint16_t* x, int64_t m, float* out, int64_t ldo) {
+  const int64_t kp = padded_k(k);
+  const uint64_t gb = packed_group_bytes(k);
+  for (int64_t j = 0; j < n; j += 2 * kGroupRows) {
+    const uint8_t* w = packed + static_cast<uint64_t>(j / kGroupRows) * gb;
+    const int valid[2] = {static_cast<int>(std::min<int64_t>(kGroupRows, n - j)),
+                          static_cast<int>(std::clamp<int64_t>(n - j - kGroupRows, 0, kGroupRows))};
+    if (valid[1] > 0) {
+      lanes_rows<2>(w, gb, valid, x, kp, m, out + j, ldo);
+    } else {
+      lanes_rows<1>(w, gb, valid, x, kp, m, out + j, ldo);
+    }
+  }
+}
+
+// AMX-BF16: tiles 0-3 accumulate C for up to two blocks of 16 activation rows (A in tiles 4, 5)
+// against up to two groups (B in tiles 6, 7), over every chunk of k; `tdpbf16ps` adds each
+// output's 16 pairs of a chunk in order. Each tile is 16 rows of 64 bytes.
+struct alignas(64) TileConfig {
+  uint8_t palette = 1;
+  uint8_t start_row = 0;
+  uint8_t reserved[14] = {};
+  uint16_t colsb[16] = {};
+  uint8_t rows[16] = {};
+};
+static_assert(sizeof(TileConfig) == 64);
+
+PAGODA_AMX_BF16 void amx_begin() {
+  TileConfig cfg;
+  for (int t = 0; t < 8; ++t)
+    cfg.colsb[t] = 64, cfg.rows[t] = 16;
+  // (ldtilecfg on the whole struct: GCC 12's _tile_loadconfig names only its first 8 bytes as
+  // read, so the compiler may drop the stores of the rest)
+  __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+}
+
+PAGODA_AMX_BF16 void amx_end() {
+  _tile_release();
+}
+
+// C for MA blocks of 16 activation rows (x, row stride kp elements) against NB groups, into
+// c[32][32] (block a's rows at 16a, group b's columns at 16b).
+template <int MA, int NB>
+PAGODA_AMX_BF16 void amx_tile(const uint8_t* w, uint64_t group_bytes, const uint16_t* x, int64_t kp, float* c) {
+  __asm__ volatile("" ::: "memory");  // the tile loads read x and w
+  const long stride = static_cast<long>(kp * 2);
+  const uint16_t* x1 = x + kGroupRows * kp;
+  const uint8_t* w1 = w + group_bytes;
+  // (the tile numbers must be literals: the intrinsics paste them into the instruction text)
+  _tile_zero(0);
+  if constexpr (NB == 2) _tile_zero(1);
+  if constexpr (MA == 2) _tile_zero(2);
+  if constexpr (MA == 2 && NB == 2) _tile_zero(3);
+  const int64_t chunks = kp / kChunk;
+  for (int64_t ch = 0; ch < chunks; ++ch) {
+    const uint64_t off = static_cast<uint64_t>(ch) * kChunkBytes;
+    _tile_loadd(4, x + ch * kChunk, stride);
+    _tile_loadd(6, w + off, 64);
+    _tile_dpbf16ps(0, 4, 6);
+    if constexpr (NB == 2) {
+      _tile_loadd(7, w1 + off, 64);
+      _tile_dpbf16ps(1, 4, 7);
+    }
+    if constexpr (MA == 2) {
+      _tile_loadd(5, x1 + ch * kChunk, stride);
+      _tile_dpbf16ps(2, 5, 6);
+      if constexpr (NB == 2) _tile_dpbf16ps(3, 5, 7);
+    }
+  }
+  constexpr long kLd = 32 * 4;
+  _tile_stored(0, c, kLd);
+  if constexpr (NB == 2) _tile_stored(1, c + 16, kLd);
+  if constexpr (MA == 2) _tile_stored(2, c + 16 * 32, kLd);
+  if constexpr (MA == 2 && NB == 2) _tile_stored(3, c + 16 * 32 + 16, kLd);
+}
+
+void run_amx(const uint8_t* packed, int64_t n, int64_t k, const uint16_t* x, int64_t m, float* out, int64_t ldo) {
+  const int64_t kp = padded_k(k);
+  const uint64_t gb = packed_group_bytes(k);
+  alignas(64) float c[32 * 32];
+  amx_begin();
+  for (int64_t r0 = 0; r0 < m; r0 += 2 * kGroupRows) {
+    const int64_t rows = std::min<int64_t>(2 * kGroupRows, m - r0);
+    for (int64_t j = 0; j < n; j += 2 * kGroupRows) {
+      const int64_t cols = std::min<int64_t>(2 * kGroupRows, n - j);
+      const uint8_t* w = packed + static_cast<uint64_t>(j / kGroupRows) * gb;
+      const uint16_t* xr = x + r0 * kp;
+      if (rows > kGroupRows) {
+        cols > kGroupRows ? amx_tile<2, 2>(w, gb, xr, kp, c) : amx_tile<2, 1>(w, gb, xr, kp, c);
+      } else {
+        cols > kGroupRows ? amx_tile<1, 2>(w, gb, xr, kp, c) : amx_tile<1, 1>(w, gb, xr, kp, c);
+      }
+      for (int64_t r = 0; r < rows; ++r)
+        std::memcpy(out + (r0 + r) * ldo + j, c + r * 32, static_cast<size_t>(cols) * sizeof(float));
+    }
+  }
+  amx_end();
+}
+
+bool cpu_has_avx512_bf16() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__builtin_cpu_supports("avx512f") == 0 || __get_cpuid_count(7, 1, &a, &b, &c, &d) == 0) return false;
+  return (a & (1u << 5)) != 0;
+}
+
+bool cpu_has_amx_bf16() {
+  unsigned a = 0, b = 0, c = 0, d = 0;
+  if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
+  if ((d & (1u << 22)) == 0 || (d & (1u << 24)) == 0) return false;  // AMX-BF16, AMX-TILE
+  // Linux hands out the tile registers' state only to processes that ask for it
+  // (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); without it the first tile instruction faults.
+  constexpr long kReqXcompPerm = 0x1023;
+  constexpr long kXtileData = 18;
+  return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+}
+#endif
+
+enum class Kernel { kNone, kLanes, kAmx };
+
+Kernel kernel() {
+  static const Kernel k = [] {
+#if PAGODA_BF16DOT_X86
+    const char* env = std::getenv("PAGODA_CPU_ISA");
+    const std::string isa = env != nullptr ? env : "";
+    if (isa == "avx2") return Kernel::kNone;
+    if (isa != "avx512" && cpu_has_amx_bf16()) return Kernel::kAmx;
+    if (cpu_has_avx512_bf16()) return Kernel::kLanes;
+#endif
+    return Kernel::kNone;
+  }();
+  return k;
+}
+
+}  // namespace
+
+void pack_rows16(const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t k, uint8_t* out) {
+  const uint64_t gb = packed_group_bytes(k);
+  const int64_t groups = (n + kGroupRows - 1) / kGroupRows;
+  std::memset(out, 0, static_cast<size_t>(groups) * gb);
+  for (int64_t j = 0; j < n; ++j) {
+    uint8_t* group = out + static_cast<uint64_t>(j / kGroupRows) * gb;
+    const int64_t lane = j % kGroupRows;
+    const uint8_t* row = w + static_cast<uint64_t>(j) * row_bytes;
+    for (int64_t c = 0; c < k; ++c) {
+      // chunk c / 32, line (c % 32) / 2, lane, element c % 2
+      uint8_t* dst = group + static_cast<uint64_t>(c / kChunk) * kChunkBytes +
+                     static_cast<uint64_t>(((c % kChunk) / 2) * 64 + lane * 4 + (c % 2) * 2);
+      dst[0] = row[2 * c];
+      dst[1] = row[2 * c + 1];
+    }
+  }
+}
+
+uint16_t packed_at(const uint8_t* packed, int64_t k, int64_t j, int64_t c) {
+  const uint8_t* group = packed + static_cast<uint64_t>(j / kGroupRows) * packed_group_bytes(k);
+  return read_u16(group + static_cast<uint64_t>(c / kChunk) * kChunkBytes +
+                  static_cast<uint64_t>(((c % kChunk) / 2) * 64 + (j % kGroupRows) * 4 + (c % 2) * 2));
+}
+
+void round_rows(const float* x, int64_t ldx, int64_t m, int64_t k, uint16_t* out) {
+  const int64_t kp = padded_k(k);
+  for (int64_t i = 0; i < m; ++i) {
+    uint16_t* o = out + i * kp;
+    const float* r = x + i * ldx;
+    for (int64_t c = 0; c < k; ++c)
+      o[c] = fp32_to_bf16(r[c]);
+    std::fill(o + k, o + kp, uint16_t{0});
+  }
+}
+
+void dot_rows_packed(const uint8_t* packed, int64_t n, int64_t k, const uint16_t* x, int64_t m, float* out,
+                     int64_t ldo) {
+#if PAGODA_BF16DOT_X86
+  switch (kernel()) {
+    case Kernel::kAmx: run_amx(packed, n, k, x, m, out, ldo); return;
+    case Kernel::kLanes: run_lanes(packed, n, k, x, m, out, ldo); return;
+    case Kernel::kNone: break;
+  }
+#else
+  (void)packed, (void)n, (void)k, (void)x, (void)m, (void)out, (void)ldo;
+#endif
+  std::abort();  // callers check available() first
+}
+
+const char* kernel_name() {
+  switch (kernel()) {
+    case Kernel::kAmx: return "amx-bf16";
+    case Kernel::kLanes: return "avx512-bf16";
+    case Kernel::kNone: break;
+  }
+  return "none";
+}
+
+bool available() {
+  return kernel() != Kernel::kNone;
+}
+
+}  // namespace pagoda::cpu::bf16dot
