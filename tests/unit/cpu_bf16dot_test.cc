@@ -94,6 +94,32 @@ TEST(CpuBf16Dot, RoundRowsRoundsToNearestEvenAndPads) {
   }
 }
 
+// Every kind of float (normal, subnormal, zero, infinite, NaN, ties) rounds as fp32_to_bf16 does,
+// whatever its place in a row (the vectorized steps and the scalar rest).
+TEST(CpuBf16Dot, RoundRowsGivesTheScalarBitsForEveryKindOfFloat) {
+  std::mt19937 rng(4);
+  const int64_t k = 1000, m = 2;
+  std::vector<float> x(static_cast<size_t>(m * k));
+  for (size_t i = 0; i < x.size(); ++i) {
+    uint32_t u = static_cast<uint32_t>(rng());
+    switch (i % 8) {
+      case 0: u = (u & 0xffff0000u) | 0x8000u; break;      // a tie
+      case 1: u &= 0x807fffffu; break;                     // subnormal or zero
+      case 2: u |= 0x7f800000u; break;                     // infinite or NaN
+      case 3: u = (u & 0x80000000u) | 0x7f7fffffu; break;  // the largest finite: rounds to infinity
+      default: break;
+    }
+    std::memcpy(&x[i], &u, 4);
+  }
+  const int64_t kp = bf16dot::padded_k(k);
+  std::vector<uint16_t> out(static_cast<size_t>(bf16dot::padded_rows(m) * kp));
+  bf16dot::round_rows(x.data(), k, m, k, out.data());
+  for (int64_t i = 0; i < m; ++i) {
+    for (int64_t c = 0; c < k; ++c)
+      ASSERT_EQ(out[static_cast<size_t>(i * kp + c)], fp32_to_bf16(x[static_cast<size_t>(i * k + c)])) << i << "," << c;
+  }
+}
+
 // What the kernels add: x and w rounded to bf16, products exact, summed in double.
 double exact_dot(const std::vector<uint16_t>& xb, int64_t kp, int64_t i, const std::vector<uint16_t>& w, int64_t k,
                  int64_t j, double* magnitude) {

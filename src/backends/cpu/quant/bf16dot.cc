@@ -126,10 +126,11 @@ PAGODA_AMX_BF16 void amx_end() {
   _tile_release();
 }
 
-// C for MA blocks of 16 activation rows (x, row stride kp elements) against NB groups, into
-// c[32][32] (block a's rows at 16a, group b's columns at 16b).
+// C for MA blocks of 16 activation rows (x, row stride kp elements) against NB groups, into c
+// (rows ldc floats apart; block a's rows at 16a, group b's columns at 16b).
 template <int MA, int NB>
-PAGODA_AMX_BF16 void amx_tile(const uint8_t* w, uint64_t group_bytes, const uint16_t* x, int64_t kp, float* c) {
+PAGODA_AMX_BF16 void amx_tile(const uint8_t* w, uint64_t group_bytes, const uint16_t* x, int64_t kp, float* c,
+                              int64_t ldc) {
   __asm__ volatile("" ::: "memory");  // the tile loads read x and w
   const long stride = static_cast<long>(kp * 2);
   const uint16_t* x1 = x + kGroupRows * kp;
@@ -155,11 +156,11 @@ PAGODA_AMX_BF16 void amx_tile(const uint8_t* w, uint64_t group_bytes, const uint
       if constexpr (NB == 2) _tile_dpbf16ps(3, 5, 7);
     }
   }
-  constexpr long kLd = 32 * 4;
-  _tile_stored(0, c, kLd);
-  if constexpr (NB == 2) _tile_stored(1, c + 16, kLd);
-  if constexpr (MA == 2) _tile_stored(2, c + 16 * 32, kLd);
-  if constexpr (MA == 2 && NB == 2) _tile_stored(3, c + 16 * 32 + 16, kLd);
+  const long ld = static_cast<long>(ldc * 4);
+  _tile_stored(0, c, ld);
+  if constexpr (NB == 2) _tile_stored(1, c + 16, ld);
+  if constexpr (MA == 2) _tile_stored(2, c + 16 * ldc, ld);
+  if constexpr (MA == 2 && NB == 2) _tile_stored(3, c + 16 * ldc + 16, ld);
 }
 
 void run_amx(const uint8_t* packed, int64_t n, int64_t k, const uint16_t* x, int64_t m, float* out, int64_t ldo) {
@@ -173,16 +174,47 @@ void run_amx(const uint8_t* packed, int64_t n, int64_t k, const uint16_t* x, int
       const int64_t cols = std::min<int64_t>(2 * kGroupRows, n - j);
       const uint8_t* w = packed + static_cast<uint64_t>(j / kGroupRows) * gb;
       const uint16_t* xr = x + r0 * kp;
+      // whole tiles straight into out, partial ones through c
+      const bool whole = rows % kGroupRows == 0 && cols % kGroupRows == 0;
+      float* dst = whole ? out + r0 * ldo + j : c;
+      const int64_t ld = whole ? ldo : 32;
       if (rows > kGroupRows) {
-        cols > kGroupRows ? amx_tile<2, 2>(w, gb, xr, kp, c) : amx_tile<2, 1>(w, gb, xr, kp, c);
+        cols > kGroupRows ? amx_tile<2, 2>(w, gb, xr, kp, dst, ld) : amx_tile<2, 1>(w, gb, xr, kp, dst, ld);
       } else {
-        cols > kGroupRows ? amx_tile<1, 2>(w, gb, xr, kp, c) : amx_tile<1, 1>(w, gb, xr, kp, c);
+        cols > kGroupRows ? amx_tile<1, 2>(w, gb, xr, kp, dst, ld) : amx_tile<1, 1>(w, gb, xr, kp, dst, ld);
       }
+      if (whole) continue;
       for (int64_t r = 0; r < rows; ++r)
         std::memcpy(out + (r0 + r) * ldo + j, c + r * 32, static_cast<size_t>(cols) * sizeof(float));
     }
   }
   amx_end();
+}
+
+// fp32_to_bf16 on 16 floats at a time, the same integer steps: add 0x7fff plus the kept part's
+// lowest bit and keep the top half (nearest even), a NaN's top half with its quiet bit set. Returns
+// how many elements it converted (a multiple of 16).
+__attribute__((target("avx2"))) int64_t round_row_avx2(const float* r, int64_t k, uint16_t* o) {
+  const __m256i abs = _mm256_set1_epi32(0x7fffffff);
+  const __m256i inf = _mm256_set1_epi32(0x7f800000);
+  const __m256i half = _mm256_set1_epi32(0x7fff);
+  const __m256i one = _mm256_set1_epi32(1);
+  const __m256i quiet = _mm256_set1_epi32(0x40);
+  auto convert = [&](const float* p) __attribute__((target("avx2"))) {
+    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+    const __m256i top = _mm256_srli_epi32(u, 16);
+    const __m256i rounded =
+        _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, half), _mm256_and_si256(top, one)), 16);
+    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs), inf);
+    return _mm256_blendv_epi8(rounded, _mm256_or_si256(top, quiet), nan);
+  };
+  int64_t c = 0;
+  for (; c + 16 <= k; c += 16) {
+    // (values up to 0xffff: the unsigned saturating pack keeps them; it interleaves 128-bit lanes)
+    const __m256i packed = _mm256_packus_epi32(convert(r + c), convert(r + c + 8));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c), _mm256_permute4x64_epi64(packed, 0xd8));
+  }
+  return c;
 }
 
 bool cpu_has_avx512_bf16() {
@@ -247,10 +279,17 @@ uint16_t packed_at(const uint8_t* packed, int64_t k, int64_t j, int64_t c) {
 
 void round_rows(const float* x, int64_t ldx, int64_t m, int64_t k, uint16_t* out) {
   const int64_t kp = padded_k(k);
+#if PAGODA_BF16DOT_X86
+  static const bool avx2 = __builtin_cpu_supports("avx2") != 0;
+#endif
   for (int64_t i = 0; i < m; ++i) {
     uint16_t* o = out + i * kp;
     const float* r = x + i * ldx;
-    for (int64_t c = 0; c < k; ++c)
+    int64_t c = 0;
+#if PAGODA_BF16DOT_X86
+    if (avx2) c = round_row_avx2(r, k, o);
+#endif
+    for (; c < k; ++c)
       o[c] = fp32_to_bf16(r[c]);
     std::fill(o + k, o + kp, uint16_t{0});
   }
