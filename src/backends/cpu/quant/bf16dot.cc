@@ -191,27 +191,24 @@ void run_amx(const uint8_t* packed, int64_t n, int64_t k, const uint16_t* x, int
   amx_end();
 }
 
-// fp32_to_bf16 on 16 floats at a time, the same integer steps: add 0x7fff plus the kept part's
-// lowest bit and keep the top half (nearest even), a NaN's top half with its quiet bit set. Returns
-// how many elements it converted (a multiple of 16).
+// fp32_to_bf16 on eight floats, the same integer steps: add 0x7fff plus the kept part's lowest bit
+// and keep the top half (nearest even); a NaN keeps its top half with the quiet bit set.
+__attribute__((target("avx2"))) inline __m256i round8(const float* p) {
+  const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
+  const __m256i top = _mm256_srli_epi32(u, 16);
+  const __m256i bump = _mm256_add_epi32(_mm256_set1_epi32(0x7fff), _mm256_and_si256(top, _mm256_set1_epi32(1)));
+  const __m256i rounded = _mm256_srli_epi32(_mm256_add_epi32(u, bump), 16);
+  const __m256i nan =
+      _mm256_cmpgt_epi32(_mm256_and_si256(u, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f800000));
+  return _mm256_blendv_epi8(rounded, _mm256_or_si256(top, _mm256_set1_epi32(0x40)), nan);
+}
+
+// round8 over a row, 16 floats at a time; returns how many it converted (a multiple of 16).
 __attribute__((target("avx2"))) int64_t round_row_avx2(const float* r, int64_t k, uint16_t* o) {
-  const __m256i abs = _mm256_set1_epi32(0x7fffffff);
-  const __m256i inf = _mm256_set1_epi32(0x7f800000);
-  const __m256i half = _mm256_set1_epi32(0x7fff);
-  const __m256i one = _mm256_set1_epi32(1);
-  const __m256i quiet = _mm256_set1_epi32(0x40);
-  auto convert = [&](const float* p) __attribute__((target("avx2"))) {
-    const __m256i u = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p));
-    const __m256i top = _mm256_srli_epi32(u, 16);
-    const __m256i rounded =
-        _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(u, half), _mm256_and_si256(top, one)), 16);
-    const __m256i nan = _mm256_cmpgt_epi32(_mm256_and_si256(u, abs), inf);
-    return _mm256_blendv_epi8(rounded, _mm256_or_si256(top, quiet), nan);
-  };
   int64_t c = 0;
   for (; c + 16 <= k; c += 16) {
     // (values up to 0xffff: the unsigned saturating pack keeps them; it interleaves 128-bit lanes)
-    const __m256i packed = _mm256_packus_epi32(convert(r + c), convert(r + c + 8));
+    const __m256i packed = _mm256_packus_epi32(round8(r + c), round8(r + c + 8));
     _mm256_storeu_si256(reinterpret_cast<__m256i*>(o + c), _mm256_permute4x64_epi64(packed, 0xd8));
   }
   return c;
