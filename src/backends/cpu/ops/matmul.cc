@@ -50,6 +50,29 @@ void add_bias(const float* bias, int64_t j0, int64_t rows, int64_t count, float*
   }
 }
 
+// One task of a matmul: weight rows [j0, j0 + rows) (tile t) against activation rows
+// [i0, i0 + count). `first` marks the first task of a thread's range, where a weight tile kept
+// from an earlier range (of another call, perhaps another weight) must be loaded again.
+struct Task {
+  int64_t t, j0, rows, i0, count;
+  bool first;
+};
+
+// fn(task) for every tile of `tile` weight rows against every block of kRowBlock activation rows,
+// over the pool; a thread takes a run of consecutive tasks (one tile's row blocks in a row).
+template <class Fn>
+void for_each_task(ThreadPool& pool, int64_t n, int64_t m, int64_t tile, Fn&& fn) {
+  const int64_t tiles = (n + tile - 1) / tile;
+  const int64_t row_blocks = (m + kRowBlock - 1) / kRowBlock;
+  pool.parallel_for(tiles * row_blocks, 1, [&](int64_t begin, int64_t end) {
+    for (int64_t task = begin; task < end; ++task) {
+      const int64_t t = task / row_blocks;
+      const int64_t i0 = task % row_blocks * kRowBlock;
+      fn(Task{t, t * tile, std::min(tile, n - t * tile), i0, std::min(kRowBlock, m - i0), task == begin});
+    }
+  });
+}
+
 void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const uint8_t* w, DType wtype, int64_t n,
                int64_t k, const float* bias, float* out, int64_t ldo, const uint8_t* packed) {
   const uint64_t row_bytes = *dtype_row_bytes(wtype, k);
@@ -64,27 +87,18 @@ void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const u
   // weight rows).
   const int64_t tile =
       std::clamp<int64_t>(static_cast<int64_t>(16384 / std::max<uint64_t>(1, row_bytes)), 8, 32) & ~int64_t{7};
-  const int64_t tiles = (n + tile - 1) / tile;
-  const int64_t row_blocks = (m + kRowBlock - 1) / kRowBlock;
   const uint64_t group_bytes = packed != nullptr ? qdot::packed_group_bytes(wtype, blocks) : 0;
-  pool.parallel_for(tiles * row_blocks, 1, [&](int64_t begin, int64_t end) {
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t t = task / row_blocks;
-      const int64_t rb = task % row_blocks;
-      const int64_t j0 = t * tile;
-      const int64_t rows = std::min(tile, n - j0);
-      const int64_t i0 = rb * kRowBlock;
-      const int64_t count = std::min(kRowBlock, m - i0);
-      float* o = out + i0 * ldo + j0;
-      if (packed != nullptr) {  // j0 is a multiple of eight: the start of a packed group
-        qdot::dot_rows_packed(wtype, packed + static_cast<uint64_t>(j0 / 8) * group_bytes, rows,
-                              xq.data() + i0 * blocks, blocks, count, o, ldo);
-      } else {
-        qdot::dot_rows(wtype, w + static_cast<uint64_t>(j0) * row_bytes, row_bytes, rows, xq.data() + i0 * blocks,
-                       blocks, count, o, ldo);
-      }
-      add_bias(bias, j0, rows, count, o, ldo);
+  for_each_task(pool, n, m, tile, [&](const Task& task) {
+    float* o = out + task.i0 * ldo + task.j0;
+    const qdot::ActBlock* xt = xq.data() + task.i0 * blocks;
+    if (packed != nullptr) {  // j0 is a multiple of eight: the start of a packed group
+      qdot::dot_rows_packed(wtype, packed + static_cast<uint64_t>(task.j0 / 8) * group_bytes, task.rows, xt, blocks,
+                            task.count, o, ldo);
+    } else {
+      qdot::dot_rows(wtype, w + static_cast<uint64_t>(task.j0) * row_bytes, row_bytes, task.rows, xt, blocks,
+                     task.count, o, ldo);
     }
+    add_bias(bias, task.j0, task.rows, task.count, o, ldo);
   });
 }
 
@@ -100,33 +114,24 @@ void gemm_bf16(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const u
   const uint64_t row_bytes = static_cast<uint64_t>(k) * 2;
   const uint64_t group_bytes = bf16dot::packed_group_bytes(k);
   constexpr int64_t tile = 2 * bf16dot::kGroupRows;
-  const int64_t tiles = (n + tile - 1) / tile;
-  const int64_t row_blocks = (m + kRowBlock - 1) / kRowBlock;
-  pool.parallel_for(tiles * row_blocks, 1, [&](int64_t begin, int64_t end) {
+  for_each_task(pool, n, m, tile, [&](const Task& task) {
     thread_local std::vector<uint8_t> buffer;
-    int64_t loaded = -1;  // the tile now in buffer, within this range
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t t = task / row_blocks;
-      const int64_t rb = task % row_blocks;
-      const int64_t j0 = t * tile;
-      const int64_t rows = std::min(tile, n - j0);
-      const uint8_t* wt = nullptr;
-      if (packed != nullptr) {
-        wt = packed + static_cast<uint64_t>(j0 / bf16dot::kGroupRows) * group_bytes;
-      } else {
-        if (loaded != t) {
-          buffer.resize(2 * group_bytes);
-          bf16dot::pack_rows16(w + static_cast<uint64_t>(j0) * row_bytes, row_bytes, rows, k, buffer.data());
-          loaded = t;
-        }
-        wt = buffer.data();
+    thread_local int64_t loaded = -1;  // the tile now in buffer
+    if (task.first) loaded = -1;
+    const uint8_t* wt = nullptr;
+    if (packed != nullptr) {
+      wt = packed + static_cast<uint64_t>(task.j0 / bf16dot::kGroupRows) * group_bytes;
+    } else {
+      if (loaded != task.t) {
+        buffer.resize(2 * group_bytes);
+        bf16dot::pack_rows16(w + static_cast<uint64_t>(task.j0) * row_bytes, row_bytes, task.rows, k, buffer.data());
+        loaded = task.t;
       }
-      const int64_t i0 = rb * kRowBlock;
-      const int64_t count = std::min(kRowBlock, m - i0);
-      float* o = out + i0 * ldo + j0;
-      bf16dot::dot_rows_packed(wt, rows, k, xb.data() + i0 * kp, count, o, ldo);
-      add_bias(bias, j0, rows, count, o, ldo);
+      wt = buffer.data();
     }
+    float* o = out + task.i0 * ldo + task.j0;
+    bf16dot::dot_rows_packed(wt, task.rows, k, xb.data() + task.i0 * kp, task.count, o, ldo);
+    add_bias(bias, task.j0, task.rows, task.count, o, ldo);
   });
 }
 
@@ -163,34 +168,25 @@ void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const void* 
   // f32 weights are used in place when they are float-aligned (a file mapping may not be).
   const bool direct = wtype == DType::kF32 && reinterpret_cast<uintptr_t>(w) % alignof(float) == 0;
   const int64_t tile = tile_rows(k);
-  const int64_t tiles = (n + tile - 1) / tile;
-  const int64_t row_blocks = (m + kRowBlock - 1) / kRowBlock;
-  pool.parallel_for(tiles * row_blocks, 1, [&](int64_t begin, int64_t end) {
+  for_each_task(pool, n, m, tile, [&](const Task& task) {
     thread_local std::vector<float> buffer;
-    int64_t loaded = -1;  // the tile now in buffer, within this range
-    for (int64_t task = begin; task < end; ++task) {
-      const int64_t t = task / row_blocks;
-      const int64_t rb = task % row_blocks;
-      const int64_t j0 = t * tile;
-      const int64_t rows = std::min(tile, n - j0);
-      const float* wt = nullptr;
-      if (direct) {
-        wt = reinterpret_cast<const float*>(wbase + static_cast<uint64_t>(j0) * row_bytes);
-      } else {
-        if (loaded != t) {
-          buffer.resize(static_cast<size_t>(tile * k));
-          for (int64_t r = 0; r < rows; ++r)
-            dequantize_row(wtype, wbase + static_cast<uint64_t>(j0 + r) * row_bytes, buffer.data() + r * k, k);
-          loaded = t;
-        }
-        wt = buffer.data();
+    thread_local int64_t loaded = -1;  // the tile now in buffer
+    if (task.first) loaded = -1;
+    const float* wt = nullptr;
+    if (direct) {
+      wt = reinterpret_cast<const float*>(wbase + static_cast<uint64_t>(task.j0) * row_bytes);
+    } else {
+      if (loaded != task.t) {
+        buffer.resize(static_cast<size_t>(tile * k));
+        for (int64_t r = 0; r < task.rows; ++r)
+          dequantize_row(wtype, wbase + static_cast<uint64_t>(task.j0 + r) * row_bytes, buffer.data() + r * k, k);
+        loaded = task.t;
       }
-      const int64_t i0 = rb * kRowBlock;
-      const int64_t count = std::min(kRowBlock, m - i0);
-      float* o = out + i0 * ldo + j0;
-      vec::dot_tile(x + i0 * ldx, ldx, count, wt, k, rows, k, o, ldo);
-      add_bias(bias, j0, rows, count, o, ldo);
+      wt = buffer.data();
     }
+    float* o = out + task.i0 * ldo + task.j0;
+    vec::dot_tile(x + task.i0 * ldx, ldx, task.count, wt, k, task.rows, k, o, ldo);
+    add_bias(bias, task.j0, task.rows, task.count, o, ldo);
   });
 }
 

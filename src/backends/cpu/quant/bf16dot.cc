@@ -5,6 +5,7 @@
 #include <cstring>
 #include <string>
 
+#include "backends/cpu/quant/amx_config.h"
 #include "backends/cpu/quant/float_convert.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -104,22 +105,11 @@ void run_lanes(const uint8_t* packed, int64_t n, int64_t k, const uint16_t* x, i
 // AMX-BF16: tiles 0-3 accumulate C for up to two blocks of 16 activation rows (A in tiles 4, 5)
 // against up to two groups (B in tiles 6, 7), over every chunk of k; `tdpbf16ps` adds each
 // output's 16 pairs of a chunk in order. Each tile is 16 rows of 64 bytes.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-static_assert(sizeof(TileConfig) == 64);
-
 PAGODA_AMX_BF16 void amx_begin() {
   TileConfig cfg;
   for (int t = 0; t < 8; ++t)
     cfg.colsb[t] = 64, cfg.rows[t] = 16;
-  // (ldtilecfg on the whole struct: GCC 12's _tile_loadconfig names only its first 8 bytes as
-  // read, so the compiler may drop the stores of the rest)
-  __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+  load_tile_config(cfg);
 }
 
 PAGODA_AMX_BF16 void amx_end() {

@@ -1,5 +1,7 @@
 #include "backends/cpu/quant/qdot_vnni.h"
 
+#include "backends/cpu/quant/amx_config.h"
+
 #if PAGODA_QDOT_HAS_AVX2
 
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() (a self-initialised variable) as their
@@ -372,14 +374,6 @@ PAGODA_VNNI void packed_vnni(const uint8_t* w, uint64_t group, int valid, const 
 // place from the ActBlocks, and `tdpbsud` (signed A by unsigned B, into int32) leaves the 16 x 16
 // exact block dots in C. The float step then runs per activation row on a 16-lane vector of weight
 // rows, the same instructions as the two-group VNNI kernel, so the results are the same bits.
-struct alignas(64) TileConfig {
-  uint8_t palette = 1;
-  uint8_t start_row = 0;
-  uint8_t reserved[14] = {};
-  uint16_t colsb[16] = {};
-  uint8_t rows[16] = {};
-};
-static_assert(sizeof(TileConfig) == 64);
 
 // The tile shapes every AMX kernel uses (loading a configuration costs about as much as a block's
 // work, so a call of run_packed_amx loads it once), and the tiles' release after the last use.
@@ -390,9 +384,7 @@ PAGODA_AMX void amx_begin() {
     cfg.colsb[2 + t] = 64, cfg.rows[2 + t] = 8;   // B: the weight vectors
     cfg.colsb[4 + t] = 64, cfg.rows[4 + t] = 16;  // C: the block dots
   }
-  // (not _tile_loadconfig: its asm names only the first 8 bytes of the configuration as read, so
-  // the compiler may drop the stores of the rest)
-  __asm__ volatile("ldtilecfg %0" : : "m"(cfg));
+  load_tile_config(cfg);
 }
 
 PAGODA_AMX void amx_end() {
