@@ -1,5 +1,7 @@
 #include "backends/cpu/vec.h"
 
+#include "backends/cpu/isa.h"
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define PAGODA_VEC_HAS_AVX2 1
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() (a self-initialised variable) as their
@@ -11,8 +13,6 @@
 #include <immintrin.h>
 
 #include <cmath>
-#include <cstdlib>
-#include <cstring>
 #else
 #define PAGODA_VEC_HAS_AVX2 0
 #endif
@@ -237,8 +237,7 @@ bool detect_avx2() {
 
 // The AVX-512 tile where the CPU has AVX-512F, unless PAGODA_CPU_ISA=avx2 asks for the AVX2 one.
 bool detect_avx512() {
-  const char* isa = std::getenv("PAGODA_CPU_ISA");
-  return detect_avx2() && __builtin_cpu_supports("avx512f") != 0 && (isa == nullptr || std::strcmp(isa, "avx2") != 0);
+  return detect_avx2() && __builtin_cpu_supports("avx512f") != 0 && isa_limit() != IsaLimit::kAvx2;
 }
 #else
 bool detect_avx2() {

@@ -3,8 +3,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
-#include <string>
 
+#include "backends/cpu/isa.h"
 #include "backends/cpu/quant/amx_config.h"
 #include "backends/cpu/quant/float_convert.h"
 
@@ -18,8 +18,6 @@
 #endif
 #include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 #else
 #define PAGODA_BF16DOT_X86 0
 #endif
@@ -32,6 +30,13 @@ constexpr uint64_t kChunkBytes = static_cast<uint64_t>(kGroupRows * kChunk) * 2;
 
 uint16_t read_u16(const uint8_t* p) {
   return static_cast<uint16_t>(p[0] | (p[1] << 8));
+}
+
+// Byte offset of element c of lane (row) j within its group: chunk c / 32, line (c % 32) / 2, the
+// lane's 32-bit pair, element c % 2.
+uint64_t offset_in_group(int64_t j, int64_t c) {
+  return static_cast<uint64_t>(c / kChunk) * kChunkBytes +
+         static_cast<uint64_t>(((c % kChunk) / 2) * 64 + (j % kGroupRows) * 4 + (c % 2) * 2);
 }
 
 #if PAGODA_BF16DOT_X86
@@ -214,11 +219,7 @@ bool cpu_has_amx_bf16() {
   unsigned a = 0, b = 0, c = 0, d = 0;
   if (__get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
   if ((d & (1u << 22)) == 0 || (d & (1u << 24)) == 0) return false;  // AMX-BF16, AMX-TILE
-  // Linux hands out the tile registers' state only to processes that ask for it
-  // (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); without it the first tile instruction faults.
-  constexpr long kReqXcompPerm = 0x1023;
-  constexpr long kXtileData = 18;
-  return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+  return amx_tile_state_granted();
 }
 #endif
 
@@ -227,10 +228,8 @@ enum class Kernel { kNone, kLanes, kAmx };
 Kernel kernel() {
   static const Kernel k = [] {
 #if PAGODA_BF16DOT_X86
-    const char* env = std::getenv("PAGODA_CPU_ISA");
-    const std::string isa = env != nullptr ? env : "";
-    if (isa == "avx2") return Kernel::kNone;
-    if (isa != "avx512" && cpu_has_amx_bf16()) return Kernel::kAmx;
+    if (isa_limit() == IsaLimit::kAvx2) return Kernel::kNone;
+    if (isa_limit() == IsaLimit::kNone && cpu_has_amx_bf16()) return Kernel::kAmx;
     if (cpu_has_avx512_bf16()) return Kernel::kLanes;
 #endif
     return Kernel::kNone;
@@ -246,12 +245,9 @@ void pack_rows16(const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t k, uin
   std::memset(out, 0, static_cast<size_t>(groups) * gb);
   for (int64_t j = 0; j < n; ++j) {
     uint8_t* group = out + static_cast<uint64_t>(j / kGroupRows) * gb;
-    const int64_t lane = j % kGroupRows;
     const uint8_t* row = w + static_cast<uint64_t>(j) * row_bytes;
     for (int64_t c = 0; c < k; ++c) {
-      // chunk c / 32, line (c % 32) / 2, lane, element c % 2
-      uint8_t* dst = group + static_cast<uint64_t>(c / kChunk) * kChunkBytes +
-                     static_cast<uint64_t>(((c % kChunk) / 2) * 64 + lane * 4 + (c % 2) * 2);
+      uint8_t* dst = group + offset_in_group(j, c);
       dst[0] = row[2 * c];
       dst[1] = row[2 * c + 1];
     }
@@ -260,8 +256,7 @@ void pack_rows16(const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t k, uin
 
 uint16_t packed_at(const uint8_t* packed, int64_t k, int64_t j, int64_t c) {
   const uint8_t* group = packed + static_cast<uint64_t>(j / kGroupRows) * packed_group_bytes(k);
-  return read_u16(group + static_cast<uint64_t>(c / kChunk) * kChunkBytes +
-                  static_cast<uint64_t>(((c % kChunk) / 2) * 64 + (j % kGroupRows) * 4 + (c % 2) * 2));
+  return read_u16(group + offset_in_group(j, c));
 }
 
 void round_rows(const float* x, int64_t ldx, int64_t m, int64_t k, uint16_t* out) {

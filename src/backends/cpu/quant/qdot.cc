@@ -8,8 +8,8 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
-#include <string>
 
+#include "backends/cpu/isa.h"
 #include "backends/cpu/quant/block_layout.h"
 #include "backends/cpu/quant/qdot_avx2.h"
 #include "backends/cpu/quant/qdot_vnni.h"
@@ -195,10 +195,7 @@ bool use_avx2() {
 // ones (for comparing the two on one machine).
 bool use_vnni() {
 #if PAGODA_QDOT_HAS_AVX2
-  static const bool vnni = [] {
-    const char* isa = std::getenv("PAGODA_CPU_ISA");
-    return qdot_cpu_has_vnni() && (isa == nullptr || std::string(isa) != "avx2");
-  }();
+  static const bool vnni = qdot_cpu_has_vnni() && isa_limit() != IsaLimit::kAvx2;
   return vnni;
 #else
   return false;
@@ -208,10 +205,7 @@ bool use_vnni() {
 // AMX for many activation rows, unless PAGODA_CPU_ISA asks for avx2 or avx512 (VNNI without AMX).
 bool use_amx() {
 #if PAGODA_QDOT_HAS_AVX2
-  static const bool amx = [] {
-    const char* isa = std::getenv("PAGODA_CPU_ISA");
-    return use_vnni() && (isa == nullptr || std::string(isa) != "avx512") && qdot_cpu_has_amx();
-  }();
+  static const bool amx = use_vnni() && isa_limit() == IsaLimit::kNone && qdot_cpu_has_amx();
   return amx;
 #else
   return false;

@@ -1,5 +1,6 @@
 #include "backends/cpu/quant/qdot_vnni.h"
 
+#include "backends/cpu/isa.h"
 #include "backends/cpu/quant/amx_config.h"
 
 #if PAGODA_QDOT_HAS_AVX2
@@ -13,8 +14,6 @@
 
 #include <cpuid.h>
 #include <immintrin.h>
-#include <sys/syscall.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <cstdlib>
@@ -512,11 +511,7 @@ bool qdot_cpu_has_amx() {
     unsigned a = 0, b = 0, c = 0, d = 0;
     if (!qdot_cpu_has_vnni() || __get_cpuid_count(7, 0, &a, &b, &c, &d) == 0) return false;
     if ((d & (1u << 24)) == 0 || (d & (1u << 25)) == 0) return false;  // AMX-TILE, AMX-INT8
-    // Linux hands out the tile registers' state only to processes that ask for it
-    // (ARCH_REQ_XCOMP_PERM for XFEATURE_XTILEDATA); without it the first tile instruction faults.
-    constexpr long kReqXcompPerm = 0x1023;
-    constexpr long kXtileData = 18;
-    return syscall(SYS_arch_prctl, kReqXcompPerm, kXtileData) == 0;
+    return amx_tile_state_granted();
   }();
   return amx;
 }
