@@ -1,7 +1,8 @@
 // The integer-dot kernels on repacked weights, one core, each kernel family this CPU has side by
-// side: AVX2 one group (eight weight rows) per call, AVX2 two groups (Q4_0 / Q4_1 only), AVX-512
-// VNNI one group (256-bit vectors) and two groups (512-bit), and AMX (two groups against 16
-// activation rows per tile multiply). For every repacked type, a stack of
+// side: the in-place kernels on the original rows (dot_rows), AVX2 one group (eight weight rows)
+// per call, AVX2 two groups (Q4_0 / Q4_1 only), AVX-512 VNNI one group (256-bit vectors) and two
+// groups (512-bit), and AMX (two groups against 16 activation rows per tile multiply; Q6_K has the
+// AVX2 kernel only). For every repacked type, a stack of
 // weight matrices of the default model's MLP shape (too large for the caches, as in a decode step)
 // against 1 to 128 activation rows. Every family's output is checked bit for bit against the
 // in-place AVX2 kernels (qdot::dot_rows).
@@ -41,8 +42,9 @@ std::vector<uint8_t> random_rows(std::mt19937& rng, DType t, int64_t n, int64_t 
     b = static_cast<uint8_t>(rng());
   const uint64_t block_bytes = row_bytes / static_cast<uint64_t>(k / pagoda::dtype_block_size(t));
   for (uint64_t o = 0; o < w.size(); o += block_bytes) {
-    // the first f16 (d) and, for Q4_1 and Q4_K, the second (m or dmin): 0x2c00 = 1/16
-    w[o] = 0x00, w[o + 1] = 0x2c;
+    // the first f16 (d; Q6_K's is last) and, for Q4_1 and Q4_K, the second (m or dmin): 0x2c00 = 1/16
+    const uint64_t d = t == DType::kQ6_K ? 208 : 0;
+    w[o + d] = 0x00, w[o + d + 1] = 0x2c;
     if (t == DType::kQ4_1 || t == DType::kQ4_K) w[o + 2] = 0x00, w[o + 3] = 0x2c;
   }
   return w;
@@ -75,7 +77,7 @@ int main(int argc, char** argv) {
   const int64_t k = 768;
   const int64_t blocks = k / qdot::kBlock;
   std::printf("%-5s %4s %-14s %10s %9s %8s  %s\n", "type", "rows", "kernels", "ms", "GMAC/s", "GB/s", "bits");
-  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ8_0, DType::kQ4_K}) {
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K}) {
     std::mt19937 rng(static_cast<unsigned>(t) + 7);
     const uint64_t row_bytes = *pagoda::dtype_row_bytes(t, k);
     const uint64_t group = qdot::packed_group_bytes(t, blocks);
@@ -92,19 +94,30 @@ int main(int argc, char** argv) {
       qdot::PackedPairFn pairs[4];
       bool use_pairs;
       qdot::PackedAmxFn amx;
+      bool in_place;  // dot_rows on the original rows
+      bool q6_k;      // Q6_K's repacked kernel (its own entry point)
     };
     std::vector<Family> families;
     Family f{};
-    f.name = "avx2 1 group";
-    qdot::packed_tiles_avx2(t, f.tiles);
+    f.name = "in place";
+    f.in_place = true;
     families.push_back(f);
-    qdot::packed_pairs_avx2(t, f.pairs);
+    f = Family{};
+    f.name = "avx2 1 group";
+    if (t == DType::kQ6_K) {
+      f.q6_k = true;
+      families.push_back(f);
+    } else {
+      qdot::packed_tiles_avx2(t, f.tiles);
+      families.push_back(f);
+      qdot::packed_pairs_avx2(t, f.pairs);
+    }
     if (f.pairs[0] != nullptr) {
       f.name = "avx2 2 groups";
       f.use_pairs = true;
       families.push_back(f);
     }
-    if (vnni) {
+    if (vnni && t != DType::kQ6_K) {
       Family v{};
       v.name = "vnni 1 group";
       qdot::packed_tiles_vnni(t, v.tiles);
@@ -133,8 +146,13 @@ int main(int argc, char** argv) {
         if (fam.amx != nullptr && m % 16 != 0) continue;  // AMX takes 16 activation rows at a time
         std::vector<float> got(static_cast<size_t>(m * n), -1.0f);
         double best = 1e30;
-        const auto run = [&](const uint8_t* p) {
-          if (fam.amx != nullptr) {
+        const auto run = [&](int64_t i) {
+          const uint8_t* p = packed[static_cast<size_t>(i)].data();
+          if (fam.in_place) {
+            qdot::dot_rows(t, w[static_cast<size_t>(i)].data(), row_bytes, n, xq.data(), blocks, m, got.data(), n);
+          } else if (fam.q6_k) {
+            qdot::dot_rows_packed(t, p, n, xq.data(), blocks, m, got.data(), n);
+          } else if (fam.amx != nullptr) {
             qdot::run_packed_amx(fam.amx, fam.tiles, group, p, n, xq.data(), blocks, m, got.data(), n);
           } else {
             qdot::run_packed(fam.tiles, fam.use_pairs ? fam.pairs : nullptr, group, p, n, xq.data(), blocks, m,
@@ -144,10 +162,10 @@ int main(int argc, char** argv) {
         for (int rep = 0; rep < reps; ++rep) {
           const double t0 = seconds_now();
           for (int64_t i = 0; i < matrices; ++i)
-            run(packed[i].data());
+            run(i);
           best = std::min(best, seconds_now() - t0);
         }
-        run(packed[0].data());  // the last matrix's output is in `got`: check the first one's
+        run(0);  // the last matrix's output is in `got`: check the first one's
         const bool same = std::memcmp(want.data(), got.data(), want.size() * sizeof(float)) == 0;
         const double macs = static_cast<double>(matrices) * n * k * m;
         const double bytes = static_cast<double>(matrices) * n * row_bytes;

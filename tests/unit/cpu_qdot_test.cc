@@ -224,6 +224,14 @@ TEST(CpuQdot, ExtremeQuantsMatchTheScalarKernel) {
           EXPECT_NEAR(fast[i], scalar[i], 1e-5 * std::abs(scalar[i]) + 1e-6)
               << dtype_name(t) << " fill " << int{fill} << " sign " << sign << " output " << i;
         }
+        if (qdot::packs(t)) {  // the repacked kernels' int16 sums at their extremes: the same bits
+          std::vector<uint8_t> packed(static_cast<size_t>((n + 7) / 8) * qdot::packed_group_bytes(t, nb));
+          qdot::pack_rows8(t, w.data(), row_bytes, n, nb, packed.data());
+          std::vector<float> repacked(fast.size());
+          qdot::dot_rows_packed(t, packed.data(), n, xq.data(), nb, m, repacked.data(), n);
+          EXPECT_EQ(std::memcmp(repacked.data(), fast.data(), fast.size() * sizeof(float)), 0)
+              << dtype_name(t) << " fill " << int{fill} << " sign " << sign;
+        }
       }
     }
   }
@@ -250,11 +258,11 @@ class QuantizedActivations {
 // for every count of rows (a last group padded with repeats) and of activation rows.
 TEST(CpuQdot, RepackedRowsGiveTheSameBits) {
   bool any = false;
-  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ8_0, DType::kQ4_K}) {
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ8_0, DType::kQ4_K, DType::kQ6_K}) {
     if (!qdot::packs(t)) continue;
     any = true;
     std::mt19937 rng(static_cast<unsigned>(static_cast<int>(t) + 40));
-    const int64_t k = t == DType::kQ4_K ? 512 : 96;
+    const int64_t k = dtype_block_size(t) == 256 ? 512 : 96;
     const int64_t blocks = k / qdot::kBlock;
     for (int64_t n : {1, 5, 8, 13, 16, 21, 24, 40}) {
       const auto w = random_weight(rng, t, n, k);

@@ -247,8 +247,8 @@ void dot_rows(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, const Ac
 
 bool packs(DType t) {
 #if PAGODA_QDOT_HAS_AVX2
-  return use_avx2() &&
-         (t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ5_0 || t == DType::kQ8_0 || t == DType::kQ4_K);
+  return use_avx2() && (t == DType::kQ4_0 || t == DType::kQ4_1 || t == DType::kQ5_0 || t == DType::kQ8_0 ||
+                        t == DType::kQ4_K || t == DType::kQ6_K);
 #else
   (void)t;
   return false;
@@ -257,6 +257,7 @@ bool packs(DType t) {
 
 uint64_t packed_group_bytes(DType t, int64_t blocks) {
   if (t == DType::kQ4_K) return kPackedQ4KBytes * static_cast<uint64_t>(blocks / 8);
+  if (t == DType::kQ6_K) return kPackedQ6KBytes * static_cast<uint64_t>(blocks / 8);
   // scales (and minimums, or fifth bits), then 8 x 16 bytes of quants (8 x 32 for Q8_0)
   const uint64_t per_block = t == DType::kQ8_0   ? 16 + 8 * 32
                              : t == DType::kQ5_0 ? 48 + 8 * 16
@@ -299,11 +300,48 @@ void pack_q4_k(const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t blocks, 
   }
 }
 
+// Q6_K: per super-block, d[8], then the int8 scales sub-block major (row i of sub-block s at
+// 16 + 8 s + i), then per 32-element chunk c (192 bytes from 144 + 192 c) four vectors of low
+// nibbles (vector t: elements 4t..4t+3 low, 16+4t..16+4t+3 high, of rows 0..7 in turn) and two
+// vectors of top bit pairs (for elements 0-15, then 16-31: bit pair t of byte b of row i's lane =
+// element 4t + b's, plus 16 in the second).
+void pack_q6_k(const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t blocks, uint8_t* out) {
+  namespace K = layout::q6_k;
+  const int64_t super_blocks = blocks / 8;
+  for (int64_t g = 0; g < (n + 7) / 8; ++g) {
+    for (int64_t sb = 0; sb < super_blocks; ++sb) {
+      uint8_t* o = out + static_cast<uint64_t>(g * super_blocks + sb) * kPackedQ6KBytes;
+      std::memset(o, 0, kPackedQ6KBytes);
+      for (int i = 0; i < 8; ++i) {
+        const int64_t row = std::min<int64_t>(8 * g + i, n - 1);
+        const uint8_t* src = w + static_cast<uint64_t>(row) * row_bytes + static_cast<uint64_t>(sb) * K::kBytes;
+        std::memcpy(o + 2 * i, src + K::kD, 2);
+        for (int s = 0; s < 16; ++s)
+          o[16 + 8 * s + i] = src[K::kScales + s];
+        for (int e = 0; e < 256; ++e) {  // element e of the super-block: chunk e / 32, position p
+          const int half = e / 128, r = e % 128;
+          const int low = (src[K::kQl + 64 * half + r % 64] >> (4 * (r / 64))) & 0x0f;
+          const int top = (src[K::kQh + 32 * half + r % 32] >> (2 * (r / 32))) & 3;
+          const int p = e % 32;
+          uint8_t* chunk = o + 144 + 192 * (e / 32);
+          const int t = (p % 16) / 4, b = p % 4;
+          chunk[32 * t + 4 * i + b] |= static_cast<uint8_t>(low << (p < 16 ? 0 : 4));
+          chunk[128 + 32 * (p / 16) + 4 * i + b] |= static_cast<uint8_t>(top << (2 * t));
+        }
+      }
+    }
+  }
+}
+
 }  // namespace
 
 void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t blocks, uint8_t* out) {
   if (t == DType::kQ4_K) {
     pack_q4_k(w, row_bytes, n, blocks, out);
+    return;
+  }
+  if (t == DType::kQ6_K) {
+    pack_q6_k(w, row_bytes, n, blocks, out);
     return;
   }
   const bool q4_1 = t == DType::kQ4_1;
@@ -368,6 +406,10 @@ void run_packed(const PackedTileFn tiles[4], const PackedPairFn pairs[4], uint64
 void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
                      float* out, int64_t ldo) {
 #if PAGODA_QDOT_HAS_AVX2
+  if (t == DType::kQ6_K && packs(t)) {
+    dot_rows_packed_q6_k_avx2(packed, n, x, blocks, m, out, ldo);
+    return;
+  }
   if (packs(t)) {
     PackedTileFn tiles[4];
     PackedPairFn pairs[4];

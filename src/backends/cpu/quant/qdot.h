@@ -53,14 +53,17 @@ void dot_rows_scalar(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, c
 // f16 scales d (and for Q4_1 the eight minimums m, for Q5_0 the eight 32-bit words of fifth bits)
 // back to back, then 32-byte vectors (four; eight for Q8_0) whose vector j holds quant bytes
 // 4j..4j+3 of rows 0..7 in turn (144 bytes per block for Q4_0, 160 for Q4_1, 176 for Q5_0, 272 for
-// Q8_0; Q4_K, by super-block, in kPackedQ4KBytes: see pack_rows8 in qdot.cc). Each
-// 32-bit lane of a vector thus belongs to one output row: the kernels multiply it with four
-// activation bytes broadcast to every lane and add up in the lane, with no horizontal reduction,
-// and a group's block is one contiguous run of loads, the weight one stream. A last group of
-// fewer than eight rows repeats its last row. The results are bit for bit those of dot_rows on
-// the original rows: the same exact integer block dots and the same float operations.
+// Q8_0). Q4_K and Q6_K are repacked by super-block, in kPackedQ4KBytes and kPackedQ6KBytes (see
+// pack_rows8 in qdot.cc; Q6_K's take as many bytes as the original rows). Each 32-bit lane of a
+// vector thus belongs to one output row: the kernels multiply it with four activation bytes
+// broadcast to every lane and add up in the lane, with no horizontal reduction, and a group's
+// block is one contiguous run of loads, the weight one stream. A last group of fewer than eight
+// rows repeats its last row. The results are bit for bit those of dot_rows on the original rows:
+// the same exact integer block dots and the same float operations. Q6_K runs the AVX2 kernel on
+// AVX-512 CPUs too.
 //
 inline constexpr uint64_t kPackedQ4KBytes = 16 + 16 + 64 + 64 + 4 * 8 * 32;  // a super-block of eight rows
+inline constexpr uint64_t kPackedQ6KBytes = 16 + 128 + 8 * 192;              // d, scales, eight chunks
 
 // Whether `t` can be repacked for this CPU's kernels.
 [[nodiscard]] bool packs(DType t);

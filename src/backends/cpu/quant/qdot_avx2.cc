@@ -18,6 +18,7 @@
 
 #include <algorithm>
 #include <cstdlib>
+#include <vector>
 
 #include "backends/cpu/quant/block_layout.h"
 
@@ -73,44 +74,6 @@ struct Acc {
 
 // x points at block 0 of the first activation row; row r is `stride` blocks further on.
 
-template <int R>
-PAGODA_AVX2 void rows_q6_k(const uint8_t* w, const ActBlock* x, int64_t stride, int64_t nb, float* out, int64_t ldo) {
-  Acc<R> acc;
-  const __m256i low4 = _mm256_set1_epi8(0x0f);
-  const __m256i low2 = _mm256_set1_epi8(0x03);
-  const __m256i bias = _mm256_set1_epi8(32);
-  for (int64_t sb = 0; sb < nb / 8; ++sb, w += L::q6_k::kBytes) {
-    const float d = half(w + L::q6_k::kD);
-    const auto* scales = reinterpret_cast<const int8_t*>(w + L::q6_k::kScales);
-    for (int part = 0; part < 2; ++part) {
-      const uint8_t* ql = w + L::q6_k::kQl + 64 * part;
-      const __m256i ql_a = load32(ql);
-      const __m256i ql_b = load32(ql + 32);
-      const __m256i qh = load32(w + L::q6_k::kQh + 32 * part);
-      // Chunk c (32 elements): low nibbles of ql_a, ql_b, then high nibbles of ql_a, ql_b; the
-      // fifth and sixth bits are bit pair c of qh.
-      const __m256i low[4] = {
-          _mm256_and_si256(ql_a, low4),
-          _mm256_and_si256(ql_b, low4),
-          _mm256_and_si256(_mm256_srli_epi16(ql_a, 4), low4),
-          _mm256_and_si256(_mm256_srli_epi16(ql_b, 4), low4),
-      };
-      for (int c = 0; c < 4; ++c) {
-        const __m256i high = _mm256_and_si256(_mm256_srli_epi16(qh, 2 * c), low2);
-        const __m256i q = _mm256_sub_epi8(_mm256_or_si256(low[c], _mm256_slli_epi16(high, 4)), bias);
-        const int s = 8 * part + 2 * c;  // the 16-element sub-blocks of this chunk: s and s + 1
-        const __m256i scale16 = _mm256_set_m128i(_mm_set1_epi16(scales[s + 1]), _mm_set1_epi16(scales[s]));
-        for (int r = 0; r < R; ++r) {
-          const ActBlock& a = x[r * stride + 8 * sb + 4 * part + c];
-          const __m256i p32 = _mm256_madd_epi16(mul_ss16(q, load32(a.q)), scale16);
-          acc.v[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p32), _mm256_set1_ps(d * a.d), acc.v[r]);
-        }
-      }
-    }
-  }
-  acc.store(out, ldo);
-}
-
 // ---------------------------------------------------------------------------------------------
 // Eight weight rows at a time. Each weight block of the eight rows is unpacked once, multiplied
 // with up to four activation rows, and the integer products of the eight rows are reduced
@@ -153,16 +116,24 @@ PAGODA_AVX2 inline __m256i reduce8_small(const __m256i m[8]) {
                           _mm256_cvtepi16_epi32(_mm256_extracti128_si256(all, 1)));
 }
 
-// The same for any int16 lanes (signed 8-bit weights): widened to int32 first.
-PAGODA_AVX2 inline __m256i reduce8_wide(const __m256i m[8]) {
-  const __m256i ones = _mm256_set1_epi16(1);
-  const __m256i a = _mm256_hadd_epi32(_mm256_madd_epi16(m[0], ones), _mm256_madd_epi16(m[1], ones));
-  const __m256i b = _mm256_hadd_epi32(_mm256_madd_epi16(m[2], ones), _mm256_madd_epi16(m[3], ones));
-  const __m256i c = _mm256_hadd_epi32(_mm256_madd_epi16(m[4], ones), _mm256_madd_epi16(m[5], ones));
-  const __m256i d = _mm256_hadd_epi32(_mm256_madd_epi16(m[6], ones), _mm256_madd_epi16(m[7], ones));
+// Lane i = the sum of the eight int32 lanes of m[i].
+PAGODA_AVX2 inline __m256i reduce8_epi32(const __m256i m[8]) {
+  const __m256i a = _mm256_hadd_epi32(m[0], m[1]);
+  const __m256i b = _mm256_hadd_epi32(m[2], m[3]);
+  const __m256i c = _mm256_hadd_epi32(m[4], m[5]);
+  const __m256i d = _mm256_hadd_epi32(m[6], m[7]);
   const __m256i ab = _mm256_hadd_epi32(a, b);  // m0 .. m3 per half
   const __m256i cd = _mm256_hadd_epi32(c, d);
   return _mm256_add_epi32(_mm256_permute2x128_si256(ab, cd, 0x20), _mm256_permute2x128_si256(ab, cd, 0x31));
+}
+
+// The same for any int16 lanes (signed 8-bit weights): widened to int32 first.
+PAGODA_AVX2 inline __m256i reduce8_wide(const __m256i m[8]) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  __m256i w[8];
+  for (int i = 0; i < 8; ++i)
+    w[i] = _mm256_madd_epi16(m[i], ones);
+  return reduce8_epi32(w);
 }
 
 // The eight rows of a group lie one after another, but the kernels walk them in step, block by
@@ -334,6 +305,54 @@ PAGODA_AVX2 void tile_q8_0(const uint8_t* w, uint64_t row_bytes, int valid, cons
         m[i] = _mm256_maddubs_epi16(_mm256_sign_epi8(q, q), _mm256_sign_epi8(xv, q));
       }
       acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_wide(m)), _mm256_mul_ps(dw, _mm256_set1_ps(a.d)), acc[r]);
+    }
+  }
+  store8<R>(acc, out, ldo, valid);
+}
+
+// Q6_K: 6-bit quants q (low four bits in ql, the top two in qh) minus 32, in 16-element
+// sub-blocks with int8 scales, one f16 d per 256 elements. For 32-element chunk c of a super-block
+// each row's quants are unpacked once (signed, |q - 32| <= 32), multiplied with the activation
+// block (mul_ss16: pair sums of at most 2 * 32 * 128), scaled per sub-block in the integer domain
+// (_mm256_madd_epi16 by the two sub-blocks' scales) and reduced so that lane i holds row i's exact
+// chunk dot; the float step is one fused multiply-add by d * a.d. packed_q6_k gives the same bits.
+template <int R>
+PAGODA_AVX2 void tile_q6_k(const uint8_t* w, uint64_t row_bytes, int valid, const ActBlock* x, int64_t stride,
+                           int64_t nb, float* out, int64_t ldo) {
+  namespace K = L::q6_k;
+  const uint8_t* p[8];
+  rows8(w, row_bytes, valid, p);
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i low2 = _mm256_set1_epi8(0x03);
+  const __m256i bias = _mm256_set1_epi8(32);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nb / 8; ++sb) {
+    const uint64_t off = static_cast<uint64_t>(sb) * K::kBytes;
+    prefetch_next(w, row_bytes, 8 * off, 8 * K::kBytes);
+    const __m256 d = halves8(p, off + K::kD);
+    for (int c = 0; c < 8; ++c) {
+      // chunk c: ql bytes 32 * (c % 2) of half c / 4, low nibbles for c % 4 < 2; bit pair c % 4 of
+      // the half's 32 qh bytes
+      const uint64_t ql = off + K::kQl + 64 * (c / 4) + 32 * (c % 2);
+      const uint64_t qh = off + K::kQh + 32 * (c / 4);
+      const int nibble = 4 * ((c % 4) / 2);
+      __m256i m[R][8];
+      for (int i = 0; i < 8; ++i) {
+        const __m256i lo = _mm256_and_si256(_mm256_srli_epi16(load32(p[i] + ql), nibble), low4);
+        const __m256i hi = _mm256_and_si256(_mm256_srli_epi16(load32(p[i] + qh), 2 * (c % 4)), low2);
+        const __m256i q = _mm256_sub_epi8(_mm256_or_si256(lo, _mm256_slli_epi16(hi, 4)), bias);
+        const auto* sc = reinterpret_cast<const int8_t*>(p[i] + off + K::kScales + 2 * c);
+        const __m256i scale16 = _mm256_set_m128i(_mm_set1_epi16(sc[1]), _mm_set1_epi16(sc[0]));
+        for (int r = 0; r < R; ++r)
+          m[r][i] = _mm256_madd_epi16(mul_ss16(q, load32(x[r * stride + 8 * sb + c].q)), scale16);
+      }
+      for (int r = 0; r < R; ++r) {
+        const ActBlock& a = x[r * stride + 8 * sb + c];
+        acc[r] =
+            _mm256_fmadd_ps(_mm256_cvtepi32_ps(reduce8_epi32(m[r])), _mm256_mul_ps(d, _mm256_set1_ps(a.d)), acc[r]);
+      }
     }
   }
   store8<R>(acc, out, ldo, valid);
@@ -679,7 +698,90 @@ PAGODA_AVX2 void packed_q4_k(const uint8_t* w, int valid, const ActBlock* x, int
   store8<R>(acc, out, ldo, valid);
 }
 
-using RowsFn = void (*)(const uint8_t*, const ActBlock*, int64_t, int64_t, float*, int64_t);
+// Q6_K on a repacked group (pack_rows8): per super-block the eight rows' d, their sixteen
+// sub-block scales sub-block major (row i of sub-block s at 16 + 8 s + i), then per 32-element
+// chunk four vectors of low nibbles, vector t holding elements 4t..4t+3 (low nibbles) and
+// 16+4t..16+4t+3 (high nibbles) of rows 0..7 in its lanes, and two vectors of top bit pairs for
+// elements 0-15 and 16-31, byte b of lane i holding bit pairs t = 0..3 of element 4t + b of row i
+// (at bits 2t, 2t + 1). One shift and one mask put a vector's bit pairs at bits 4-5.
+//
+// The quants stay unsigned (0..63): two products of at most 2 * 63 * 128 add up in int16, a
+// multiply-add by the sub-block's scales takes them to int32, and the offset 32 * sum(scale *
+// sum of x over the sub-block) comes off exactly, from the activation's sub-block sums (xs:
+// 8 * the sum of elements 0-15 in the low int16, of 16-31 in the high one). Row i's exact chunk
+// dot thus ends in lane i, and the float step is tile_q6_k's: the same bits.
+template <int R>
+PAGODA_AVX2 void packed_q6_k(const uint8_t* w, int valid, const ActBlock* x, int64_t stride, int64_t nb,
+                             const int32_t* xs, float* out, int64_t ldo) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i bits45 = _mm256_set1_epi8(0x30);
+  __m256 acc[R];
+  for (int r = 0; r < R; ++r)
+    acc[r] = _mm256_setzero_ps();
+  for (int64_t sb = 0; sb < nb / 8; ++sb) {
+    const uint8_t* g = w + static_cast<uint64_t>(sb) * kPackedQ6KBytes;
+    const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(g)));
+    for (int c = 0; c < 8; ++c) {
+      const uint8_t* chunk = g + 144 + 192 * c;
+      prefetch_ahead(chunk, 192);
+      // sign-extended scales of sub-blocks 2c and 2c + 1, one per lane
+      const __m256i s0 = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g + 16 + 16 * c)));
+      const __m256i s1 = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(g + 24 + 16 * c)));
+      const __m256i sc16[2] = {_mm256_blend_epi16(s0, _mm256_slli_epi32(s0, 16), 0xaa),
+                               _mm256_blend_epi16(s1, _mm256_slli_epi32(s1, 16), 0xaa)};
+      const __m256i sc_pair = _mm256_blend_epi16(s0, _mm256_slli_epi32(s1, 16), 0xaa);
+      __m256i dot[R];
+      for (int h = 0; h < 2; ++h) {  // sub-block 2c + h: elements 16h..16h+15
+        const __m256i top = load32(chunk + 128 + 32 * h);
+#pragma GCC unroll 1
+        for (int jp = 0; jp < 2; ++jp) {
+          __m256i v[2];
+          for (int u = 0; u < 2; ++u) {
+            const int t = 2 * jp + u;
+            const __m256i nib = load32(chunk + 32 * t);
+            const __m256i lo = h == 0 ? _mm256_and_si256(nib, low4) : _mm256_and_si256(_mm256_srli_epi16(nib, 4), low4);
+            const __m256i hb = t == 3 ? _mm256_srli_epi16(top, 2) : _mm256_slli_epi16(top, 4 - 2 * t);
+            v[u] = _mm256_or_si256(lo, _mm256_and_si256(hb, bits45));
+          }
+          for (int r = 0; r < R; ++r) {
+            const int8_t* q = x[r * stride + 8 * sb + c].q + 16 * h + 8 * jp;
+            const __m256i p16 =
+                _mm256_add_epi16(_mm256_maddubs_epi16(v[0], bcast4(q)), _mm256_maddubs_epi16(v[1], bcast4(q + 4)));
+            const __m256i p = _mm256_madd_epi16(p16, sc16[h]);
+            dot[r] = h == 0 && jp == 0 ? p : _mm256_add_epi32(dot[r], p);
+          }
+        }
+      }
+      for (int r = 0; r < R; ++r) {
+        const int64_t at = r * stride + 8 * sb + c;
+        const __m256i offset = _mm256_slli_epi32(_mm256_madd_epi16(sc_pair, _mm256_set1_epi32(xs[at])), 2);
+        acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_sub_epi32(dot[r], offset)),
+                                 _mm256_mul_ps(d, _mm256_set1_ps(x[at].d)), acc[r]);
+      }
+    }
+  }
+  store8<R>(acc, out, ldo, valid);
+}
+
+using Q6Fn = void (*)(const uint8_t*, int, const ActBlock*, int64_t, int64_t, const int32_t*, float*, int64_t);
+
+// out[i] = 8 * (sum of q[0..15]) in the low int16, 8 * (sum of q[16..31]) in the high one, for
+// `count` activation blocks (|8 * sum| <= 8 * 16 * 128 fits).
+PAGODA_AVX2 void half_sums(const ActBlock* x, int64_t count, int32_t* out) {
+  const __m256i ones8 = _mm256_set1_epi8(1);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < count; ++b) {
+    const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, load32(x[b].q)), ones16);  // 4 + 4 partial sums
+    __m128i lo = _mm256_castsi256_si128(s);
+    __m128i hi = _mm256_extracti128_si256(s, 1);
+    lo = _mm_hadd_epi32(lo, hi);  // lo0+lo1, lo2+lo3, hi0+hi1, hi2+hi3
+    lo = _mm_hadd_epi32(lo, lo);  // sum lo, sum hi
+    const int32_t a = _mm_cvtsi128_si32(lo);
+    const int32_t c = _mm_extract_epi32(lo, 1);
+    out[b] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(8 * a)) |
+                                  static_cast<uint32_t>(static_cast<uint16_t>(8 * c)) << 16);
+  }
+}
 
 }  // namespace
 
@@ -788,30 +890,37 @@ void dot_rows_avx2(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, con
     case DType::kQ4_K:
       tiles[0] = tile_q4_k<1>, tiles[1] = tile_q4_k<2>, tiles[2] = tile_q4_k<3>, tiles[3] = tile_q4_k<4>;
       break;
-    case DType::kQ6_K: break;
+    case DType::kQ6_K:
+      tiles[0] = tile_q6_k<1>, tiles[1] = tile_q6_k<2>, tiles[2] = tile_q6_k<3>, tiles[3] = tile_q6_k<4>;
+      break;
     default: std::abort();  // callers check supports() first
   }
-  if (tiles[0] != nullptr) {
-    // Groups of four activation rows (in L1 together) against groups of eight weight rows.
-    for (int64_t r0 = 0; r0 < m; r0 += 4) {
-      const auto rows = static_cast<int>(std::min<int64_t>(4, m - r0));
-      const TileFn fn = tiles[rows - 1];
-      for (int64_t j = 0; j < n; j += 8) {
-        const auto valid = static_cast<int>(std::min<int64_t>(8, n - j));
-        fn(w + static_cast<uint64_t>(j) * row_bytes, row_bytes, valid, x + r0 * blocks, blocks, blocks,
-           out + r0 * ldo + j, ldo);
-      }
-    }
-    return;
-  }
-  const RowsFn fns[4] = {rows_q6_k<1>, rows_q6_k<2>, rows_q6_k<3>, rows_q6_k<4>};
-  // Groups of four activation rows (in L1 together) against each weight row in turn: every
-  // unpacked weight block serves four rows.
+  // Groups of four activation rows (in L1 together) against groups of eight weight rows.
   for (int64_t r0 = 0; r0 < m; r0 += 4) {
     const auto rows = static_cast<int>(std::min<int64_t>(4, m - r0));
-    const RowsFn fn = fns[rows - 1];
-    for (int64_t j = 0; j < n; ++j)
-      fn(w + static_cast<uint64_t>(j) * row_bytes, x + r0 * blocks, blocks, blocks, out + r0 * ldo + j, ldo);
+    const TileFn fn = tiles[rows - 1];
+    for (int64_t j = 0; j < n; j += 8) {
+      const auto valid = static_cast<int>(std::min<int64_t>(8, n - j));
+      fn(w + static_cast<uint64_t>(j) * row_bytes, row_bytes, valid, x + r0 * blocks, blocks, blocks,
+         out + r0 * ldo + j, ldo);
+    }
+  }
+}
+
+void dot_rows_packed_q6_k_avx2(const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
+                               float* out, int64_t ldo) {
+  // The sub-block sums of each activation block, packed for packed_q6_k's offset term.
+  thread_local std::vector<int32_t> xs;
+  xs.resize(static_cast<size_t>(m * blocks));
+  half_sums(x, m * blocks, xs.data());
+  const uint64_t group = packed_group_bytes(DType::kQ6_K, blocks);
+  const Q6Fn fns[4] = {packed_q6_k<1>, packed_q6_k<2>, packed_q6_k<3>, packed_q6_k<4>};
+  for (int64_t r0 = 0; r0 < m; r0 += 4) {
+    const Q6Fn fn = fns[std::min<int64_t>(4, m - r0) - 1];
+    for (int64_t j = 0; j < n; j += 8) {
+      fn(packed + static_cast<uint64_t>(j / 8) * group, static_cast<int>(std::min<int64_t>(8, n - j)), x + r0 * blocks,
+         blocks, blocks, xs.data() + r0 * blocks, out + r0 * ldo + j, ldo);
+    }
   }
 }
 
