@@ -22,6 +22,7 @@ struct Scratch {
   std::vector<double> a;  // (x - top) / temperature
   std::vector<double> w;  // unnormalised probabilities
   std::vector<int32_t> candidates;
+  std::vector<double> mass;  // running sums of the candidates' weights
 };
 
 bool valid_id(int64_t id, size_t vocab) {
@@ -81,36 +82,41 @@ int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch&
   const std::span<const double> x = s.x;
   if (p.temperature < kGreedyTemperature) return argmax(x);
 
-  double top = -kInf;
-  bool any = false;
-  for (double v : x) {
-    if (std::isnan(v)) continue;
-    if (!any || v > top) top = v;
-    any = true;
-  }
-  if (!any || top == -kInf) return argmax(x);  // nothing has any probability
+  const double top = detail::max_non_nan(x);
+  if (top == -kInf) return argmax(x);  // nothing has any probability (or every logit is NaN)
 
   // Weights relative to the largest (which gets exactly 1), and min_p on them. The exponentials
   // go through the vectorized exp_nonpositive; what it leaves (NaN, an infinite top, arguments
   // below -708) is settled one by one.
   s.a.resize(vocab);
   s.w.resize(vocab);
-  for (size_t i = 0; i < vocab; ++i)
-    s.a[i] = (x[i] - top) / p.temperature;
-  detail::exp_nonpositive(s.a, s.w);
-  s.candidates.clear();
-  for (size_t i = 0; i < vocab; ++i) {
-    const double v = x[i];
-    double& w = s.w[i];
-    if (std::isnan(v)) {
-      w = 0.0;
-    } else if (top == kInf) {
-      w = v == kInf ? 1.0 : 0.0;
-    } else if (!(s.a[i] >= -708.0)) {
-      w = std::exp(s.a[i]);
-    }
-    if (w > 0.0 && !(w < p.min_p)) s.candidates.push_back(static_cast<int32_t>(i));
+  if (p.temperature == 1.0) {  // the same values without the division, which does not vectorize as well
+    for (size_t i = 0; i < vocab; ++i)
+      s.a[i] = x[i] - top;
+  } else {
+    for (size_t i = 0; i < vocab; ++i)
+      s.a[i] = (x[i] - top) / p.temperature;
   }
+  detail::exp_nonpositive(s.a, s.w);
+  s.candidates.resize(vocab);
+  size_t kept = 0;
+  for (size_t i = 0; i < vocab; ++i) {
+    double& w = s.w[i];
+    if (!(s.a[i] >= -708.0)) {  // rare: NaN, an infinite top, or far below it
+      const double v = x[i];
+      if (std::isnan(v)) {
+        w = 0.0;
+      } else if (top == kInf) {
+        w = v == kInf ? 1.0 : 0.0;
+      } else {
+        w = std::exp(s.a[i]);
+      }
+    }
+    // written always, counted when kept: no branch on the weight
+    s.candidates[kept] = static_cast<int32_t>(i);
+    kept += static_cast<size_t>(w > 0.0 && !(w < p.min_p));
+  }
+  s.candidates.resize(kept);
   const std::span<const double> w = s.w;
   std::vector<int32_t>& cand = s.candidates;
 
@@ -126,16 +132,18 @@ int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch&
   }
   if (p.top_p < 1.0) cand.resize(top_p_keep(cand, x, w, p.top_p));
 
+  // The running sums, kept: the draw is the first candidate whose running sum passes the target,
+  // found by bisection instead of a second sequential pass (the sums are the same either way).
+  s.mass.resize(cand.size());
   double total = 0.0;
-  for (int32_t id : cand)
-    total += w[static_cast<size_t>(id)];
-  const double target = detail::uniform01(*row.generator) * total;
-  double mass = 0.0;
-  for (int32_t id : cand) {
-    mass += w[static_cast<size_t>(id)];
-    if (target < mass) return id;
+  for (size_t j = 0; j < cand.size(); ++j) {
+    total += w[static_cast<size_t>(cand[j])];
+    s.mass[j] = total;
   }
-  return cand.back();  // rounding: the target reached the total
+  const double target = detail::uniform01(*row.generator) * total;
+  const auto at = std::upper_bound(s.mass.begin(), s.mass.end(), target);
+  if (at == s.mass.end()) return cand.back();  // rounding: the target reached the total
+  return cand[static_cast<size_t>(at - s.mass.begin())];
 }
 
 // Ranking order of row_logprobs: larger logit first, NaN last, ties by lower id.
@@ -153,6 +161,26 @@ namespace detail {
 double uniform01(Generator& generator) {
   static_assert(Generator::min() == 0 && Generator::max() == std::numeric_limits<uint64_t>::max());
   return static_cast<double>(generator() >> 11) * 0x1.0p-53;
+}
+
+double max_non_nan(std::span<const double> x) {
+  // Eight independent running maxima (a comparison, so NaN never replaces one), merged at the
+  // end: the loop vectorizes, and the maximum of a set does not depend on the order.
+  double m[8];
+  for (double& v : m)
+    v = -kInf;
+  const size_t n = x.size();
+  size_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    for (size_t j = 0; j < 8; ++j)
+      m[j] = x[i + j] > m[j] ? x[i + j] : m[j];
+  }
+  for (; i < n; ++i)
+    m[0] = x[i] > m[0] ? x[i] : m[0];
+  double top = -kInf;
+  for (double v : m)
+    top = v > top ? v : top;
+  return top;
 }
 
 void exp_nonpositive(std::span<const double> a, std::span<double> out) {

@@ -75,6 +75,8 @@ namespace detail {
 // The steps before temperature: logit_bias, the min_tokens mask, then the repetition, frequency
 // and presence penalties, written into `out` (same size as `logits`) in double.
 void process_row(std::span<const float> logits, const SampleRow& row, std::span<double> out);
+// The largest value that is not NaN; -inf when there is none.
+[[nodiscard]] double max_non_nan(std::span<const double> x);
 // One uniform number in [0, 1) from the top 53 bits of one generator output.
 [[nodiscard]] double uniform01(Generator& generator);
 // out[i] = exp(a[i]) for every a[i] in [-708, 0], within two units in the last place of

@@ -531,6 +531,83 @@ TEST(SamplerSeeds, SameSeedSameDrawsWhateverTheBatch) {
   EXPECT_GT(distinct_tokens, rows * 2);
 }
 
+// The draw, written out plainly: weights exp((x - max) / T) (through exp_nonpositive, as the
+// sampler computes them), one sequential running sum over the ids in order, and the first id whose
+// running sum passes u * total. The sampler keeps the running sums and bisects them; the token
+// must be the same for every seed, temperature and row (here with -inf and NaN logits in the row).
+TEST(SamplerDraw, SameTokenAsASequentialSearch) {
+  const int64_t vocab = 3001;
+  std::mt19937 rng(5);
+  std::normal_distribution<float> normal(0.0f, 2.5f);
+  std::vector<float> logits(static_cast<size_t>(vocab));
+  for (auto& v : logits)
+    v = normal(rng);
+  logits[7] = -kInfF;
+  logits[100] = kNaN;
+  logits[2999] = -1e30f;  // far below the top: weight 0, never drawn
+  const Tensor t = make_logits({logits});
+  for (const double temperature : {1.0, 0.7, 1.9}) {
+    SamplingParams p;
+    p.temperature = temperature;
+    p.validate(vocab);
+    double top = -std::numeric_limits<double>::infinity();
+    for (float v : logits)
+      top = std::isnan(v) ? top : std::max(top, static_cast<double>(v));
+    std::vector<double> a(static_cast<size_t>(vocab));
+    std::vector<double> w(a.size());
+    for (size_t i = 0; i < a.size(); ++i)
+      a[i] = (static_cast<double>(logits[i]) - top) / temperature;
+    detail::exp_nonpositive(a, w);
+    for (size_t i = 0; i < a.size(); ++i) {
+      if (std::isnan(logits[i]))
+        w[i] = 0.0;
+      else if (!(a[i] >= -708.0))
+        w[i] = std::exp(a[i]);
+    }
+    Sampler sampler;
+    int distinct = 0;
+    std::vector<bool> seen(static_cast<size_t>(vocab), false);
+    for (uint64_t seed = 0; seed < 400; ++seed) {
+      Generator g(seed);
+      Generator ref(seed);
+      const SampleRow row = make_row(p, &g, {}, {});
+      const int32_t got = sampler.sample(t, std::span<const SampleRow>(&row, 1))[0].token_id;
+      double total = 0.0;
+      for (double v : w)
+        total += v > 0.0 ? v : 0.0;
+      const double target = detail::uniform01(ref) * total;
+      double mass = 0.0;
+      int32_t want = -1;
+      for (size_t i = 0; i < w.size() && want < 0; ++i) {
+        if (!(w[i] > 0.0)) continue;
+        mass += w[i];
+        if (target < mass) want = static_cast<int32_t>(i);
+      }
+      ASSERT_EQ(got, want) << "temperature " << temperature << " seed " << seed;
+      distinct += seen[static_cast<size_t>(got)] ? 0 : 1;
+      seen[static_cast<size_t>(got)] = true;
+    }
+    EXPECT_GT(distinct, 50) << "temperature " << temperature;  // the draws really spread
+  }
+}
+
+TEST(SamplerDraw, MaxIgnoresNaN) {
+  const double inf = std::numeric_limits<double>::infinity();
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  EXPECT_EQ(detail::max_non_nan(std::vector<double>{}), -inf);
+  EXPECT_EQ(detail::max_non_nan(std::vector<double>{nan, nan, nan}), -inf);
+  std::vector<double> x(37, -3.0);
+  x[0] = nan;
+  x[35] = 2.5;  // in the scalar tail
+  EXPECT_EQ(detail::max_non_nan(x), 2.5);
+  x[9] = 4.0;  // in the vector part, lane 1
+  x[16] = nan;
+  EXPECT_EQ(detail::max_non_nan(x), 4.0);
+  x[30] = inf;
+  EXPECT_EQ(detail::max_non_nan(x), inf);
+  EXPECT_EQ(detail::max_non_nan(std::vector<double>(20, -inf)), -inf);
+}
+
 TEST(SamplerSeeds, UniformUsesTheTop53Bits) {
   Generator a(99);
   Generator b(99);
