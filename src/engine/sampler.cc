@@ -16,14 +16,20 @@ namespace {
 constexpr double kGreedyTemperature = 1e-5;
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
-// Per-thread buffers, reused across the rows of one call.
-struct Scratch {
+using Scratch = detail::SamplerScratch;
+
+}  // namespace
+
+// One worker's buffers, reused across rows and calls.
+struct detail::SamplerScratch {
   std::vector<double> x;  // processed logits
   std::vector<double> a;  // (x - top) / temperature
   std::vector<double> w;  // unnormalised probabilities
   std::vector<int32_t> candidates;
   std::vector<double> mass;  // running sums of the candidates' weights
 };
+
+namespace {
 
 bool valid_id(int64_t id, size_t vocab) {
   return id >= 0 && static_cast<uint64_t>(id) < vocab;
@@ -283,7 +289,13 @@ void process_row(std::span<const float> logits, const SampleRow& row, std::span<
 
 }  // namespace detail
 
-Sampler::Sampler(int num_threads) : num_threads_(std::max(1, num_threads)) {}
+Sampler::Sampler(int num_threads) : num_threads_(std::max(1, num_threads)) {
+  for (int t = 0; t < num_threads_; ++t)
+    scratch_.push_back(std::make_unique<Scratch>());
+}
+Sampler::~Sampler() = default;
+Sampler::Sampler(Sampler&&) noexcept = default;
+Sampler& Sampler::operator=(Sampler&&) noexcept = default;
 
 std::vector<SampleResult> Sampler::sample(const Tensor& logits, std::span<const SampleRow> rows) {
   if (!logits.defined() || logits.dtype() != DType::kF32 || logits.ndim() != 2) {
@@ -314,10 +326,7 @@ std::vector<SampleResult> Sampler::sample(const Tensor& logits, std::span<const 
   const float* base = logits.data<float>();
   const int64_t row_stride = logits.strides()[0];
 
-  auto run = [&](size_t begin, size_t end) {
-    // Kept per thread: the engine's step loop samples from the same thread every step, so the
-    // vocabulary-sized buffers are allocated once.
-    thread_local Scratch scratch;
+  auto run = [&](size_t begin, size_t end, Scratch& scratch) {
     for (size_t r = begin; r < end; ++r) {
       const std::span<const float> row(base + static_cast<int64_t>(r) * row_stride, static_cast<size_t>(vocab));
       SampleResult& out = results[r];
@@ -328,7 +337,7 @@ std::vector<SampleResult> Sampler::sample(const Tensor& logits, std::span<const 
 
   const bool parallel = num_threads_ > 1 && rows.size() > 1 && num_rows * vocab >= kParallelSampleLogits;
   if (!parallel) {
-    run(0, rows.size());
+    run(0, rows.size(), *scratch_[0]);
     return results;
   }
   const size_t workers = std::min(static_cast<size_t>(num_threads_), rows.size());
@@ -340,7 +349,7 @@ std::vector<SampleResult> Sampler::sample(const Tensor& logits, std::span<const 
     const size_t end = rows.size() * (t + 1) / workers;
     threads.emplace_back([&, t, begin, end] {
       try {
-        run(begin, end);
+        run(begin, end, *scratch_[t]);
       } catch (...) {
         errors[t] = std::current_exception();
       }

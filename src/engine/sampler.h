@@ -19,6 +19,7 @@
 // that is not NaN (0 for a row of NaNs).
 
 #include <cstdint>
+#include <memory>
 #include <random>
 #include <span>
 #include <vector>
@@ -50,10 +51,18 @@ struct SampleResult {
 // Several rows are split over threads only when rows * vocab reaches this many logits.
 inline constexpr int64_t kParallelSampleLogits = int64_t{1} << 20;
 
+namespace detail {
+struct SamplerScratch;  // one worker's vocabulary-sized buffers
+}
+
 class Sampler {
  public:
-  // Threads used for large batches (rows are independent; the result never depends on it).
+  // Threads used for large batches (rows are independent; the result never depends on it). One
+  // object serves one caller at a time (its buffers are shared by its calls).
   explicit Sampler(int num_threads = 1);
+  ~Sampler();
+  Sampler(Sampler&&) noexcept;
+  Sampler& operator=(Sampler&&) noexcept;
 
   // `logits` is (rows.size(), vocab) f32 on the host (rows may be strided, the vocab dimension
   // contiguous). Never fails for valid params (validated when the request was added); a row of
@@ -63,6 +72,9 @@ class Sampler {
 
  private:
   int num_threads_;
+  // Per worker, kept across calls: the workers are new threads each call, and buffers allocated
+  // (and faulted in) per call cost about as much as a row's sampling.
+  std::vector<std::unique_ptr<detail::SamplerScratch>> scratch_;
 };
 
 // The log-probability of `token_id` in `logits` and the `top` most likely tokens (log-softmax
