@@ -6,15 +6,24 @@
 #include <cstring>
 #include <limits>
 
+#include "backends/cpu/isa.h"
 #include "backends/cpu/vec.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+
+// GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() (a self-initialised variable) as their
+// unused merge source, which it then reports as uninitialized wherever they are inlined.
+#if defined(__GNUC__) && !defined(__clang__)
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 
 #include <cpuid.h>
 
 #include "backends/cpu/ops/exp_avx2.h"
 
 #define PAGODA_ATTN_AVX2 __attribute__((target("avx2,fma,f16c")))
+#define PAGODA_ATTN_AVX512 __attribute__((target("avx2,fma,f16c,avx512f")))
 
 namespace pagoda::cpu::attn {
 
@@ -260,6 +269,195 @@ PAGODA_ATTN_AVX2 void accumulate_of(const float* const* p, int64_t n, int64_t gr
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// AVX-512 (512-bit vectors, 32 registers): the same walks with sixteen elements per step. Where
+// the CPU has AVX-512F (and PAGODA_CPU_ISA is not avx2) every query of the process takes these,
+// so the invariances above hold among them; the bits differ from the AVX2 loops' (another
+// reduction tree).
+
+PAGODA_ATTN_AVX512 inline __m512 load16(const float* p) {
+  return _mm512_loadu_ps(p);
+}
+PAGODA_ATTN_AVX512 inline __m512 load16(const uint16_t* p) {
+  return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+}
+PAGODA_ATTN_AVX512 inline __m512 load16(const Bf16* p) {
+  const __m512i wide = _mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+  return _mm512_castsi512_ps(_mm512_slli_epi32(wide, 16));
+}
+
+// Four accumulators' sums: each one's two 256-bit halves added, then scores_run's tree.
+PAGODA_ATTN_AVX512 inline __m128 sums4(__m512 a0, __m512 a1, __m512 a2, __m512 a3) {
+  const auto half_sum = [](__m512 a) {
+    return _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+  };
+  const __m256 h =
+      _mm256_hadd_ps(_mm256_hadd_ps(half_sum(a0), half_sum(a1)), _mm256_hadd_ps(half_sum(a2), half_sum(a3)));
+  return _mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1));
+}
+
+// scores_run with sixteen elements per step: N K accumulators (3 x 8 = 24 of the 32 registers).
+template <int N, int K, typename T>
+PAGODA_ATTN_AVX512 void scores_run512(const float* const* q, const T* keys, int64_t rows, int64_t hs, float scale,
+                                      float* const* out) {
+  static_assert(K % 4 == 0);
+  const int64_t hs16 = hs - hs % 16;
+  const __m128 vscale = _mm_set1_ps(scale);
+  for (int64_t j = 0; j < rows; j += K) {
+    const T* k[K];
+    for (int t = 0; t < K; ++t)
+      k[t] = keys + std::min<int64_t>(j + t, rows - 1) * hs;
+    __m512 a[N][K];
+    for (int i = 0; i < N; ++i) {
+      for (int t = 0; t < K; ++t)
+        a[i][t] = _mm512_setzero_ps();
+    }
+    for (int64_t d = 0; d < hs16; d += 16) {
+      __m512 qv[N];
+      for (int i = 0; i < N; ++i) {
+        qv[i] = _mm512_loadu_ps(q[i] + d);
+        asm("" : "+v"(qv[i]));
+      }
+      for (int t = 0; t < K; ++t) {
+        __m512 kv = load16(k[t] + d);
+        if (N > 1) asm("" : "+v"(kv));
+        for (int i = 0; i < N; ++i)
+          a[i][t] = _mm512_fmadd_ps(qv[i], kv, a[i][t]);
+      }
+    }
+    __m128 sums[N][K / 4];
+#pragma GCC unroll 12
+    for (int i = 0; i < N; ++i) {
+#pragma GCC unroll 4
+      for (int g = 0; g < K / 4; ++g)
+        sums[i][g] = sums4(a[i][4 * g], a[i][4 * g + 1], a[i][4 * g + 2], a[i][4 * g + 3]);
+    }
+    if (hs16 == hs && j + K <= rows) {
+#pragma GCC unroll 12
+      for (int i = 0; i < N; ++i) {
+#pragma GCC unroll 4
+        for (int g = 0; g < K / 4; ++g)
+          _mm_storeu_ps(out[i] + j + 4 * g, _mm_mul_ps(vscale, sums[i][g]));
+      }
+      continue;
+    }
+    for (int i = 0; i < N; ++i) {
+      alignas(16) float s[K];
+      for (int g = 0; g < K / 4; ++g)
+        _mm_store_ps(s + 4 * g, sums[i][g]);
+      for (int t = 0; t < K && j + t < rows; ++t) {
+        float sum = s[t];
+        for (int64_t d = hs16; d < hs; ++d)
+          sum = std::fma(q[i][d], load1(k[t] + d), sum);
+        out[i][j + t] = scale * sum;
+      }
+    }
+  }
+}
+
+template <typename T>
+PAGODA_ATTN_AVX512 void scores_of512(const float* const* q, int64_t n, int64_t group, const Rows& keys, int64_t lo,
+                                     int64_t hi, float scale, float* const* out) {
+  for (int64_t j = lo; j <= hi;) {
+    const Run run = run_at<T>(keys, j, hi);
+    for (int64_t i = 0; i < n;) {
+      const int64_t m = std::min<int64_t>(3, group - i % group);
+      const T* rows = reinterpret_cast<const T*>(run.tiles + (i / group) * keys.head_stride);
+      float* o[3];
+      for (int64_t t = 0; t < m; ++t)
+        o[t] = out[i + t] + (j - lo);
+      if (m == 3) {
+        scores_run512<3, 8>(q + i, rows, run.count, keys.head_size, scale, o);
+      } else if (m == 2) {
+        scores_run512<2, 8>(q + i, rows, run.count, keys.head_size, scale, o);
+      } else {
+        scores_run512<1, 16>(q + i, rows, run.count, keys.head_size, scale, o);
+      }
+      i += m;
+    }
+    j += run.count;
+  }
+}
+
+// accumulate_cols with sixteen columns per vector.
+template <int N, int W, typename T>
+PAGODA_ATTN_AVX512 inline void accumulate_cols512(const float* const* p, const T* values, int64_t rows, int64_t hs,
+                                                  int64_t d, float* const* acc) {
+  __m512 a[N][W];
+  for (int i = 0; i < N; ++i) {
+    for (int c = 0; c < W; ++c)
+      a[i][c] = _mm512_loadu_ps(acc[i] + d + 16 * c);
+  }
+  for (int64_t j = 0; j < rows; ++j) {
+    __m512 pj[N];
+    for (int i = 0; i < N; ++i)
+      pj[i] = _mm512_set1_ps(p[i][j]);
+    const T* v = values + j * hs + d;
+    for (int c = 0; c < W; ++c) {
+      __m512 vc = load16(v + 16 * c);
+      if (N > 1) asm("" : "+v"(vc));
+      for (int i = 0; i < N; ++i)
+        a[i][c] = _mm512_fmadd_ps(pj[i], vc, a[i][c]);
+    }
+  }
+  for (int i = 0; i < N; ++i) {
+    for (int c = 0; c < W; ++c)
+      _mm512_storeu_ps(acc[i] + d + 16 * c, a[i][c]);
+  }
+}
+
+template <int N, typename T>
+PAGODA_ATTN_AVX512 void accumulate_run512(const float* const* p, const T* values, int64_t rows, int64_t hs,
+                                          float* const* acc) {
+  int64_t d = 0;
+  for (; d + 128 <= hs; d += 128)
+    accumulate_cols512<N, 8>(p, values, rows, hs, d, acc);
+  for (; d + 64 <= hs; d += 64)
+    accumulate_cols512<N, 4>(p, values, rows, hs, d, acc);
+  for (; d + 32 <= hs; d += 32)
+    accumulate_cols512<N, 2>(p, values, rows, hs, d, acc);
+  for (; d + 16 <= hs; d += 16)
+    accumulate_cols512<N, 1>(p, values, rows, hs, d, acc);
+  for (; d < hs; ++d) {
+    for (int i = 0; i < N; ++i) {
+      float sum = acc[i][d];
+      for (int64_t j = 0; j < rows; ++j)
+        sum = std::fma(p[i][j], load1(values + j * hs + d), sum);
+      acc[i][d] = sum;
+    }
+  }
+}
+
+template <typename T>
+PAGODA_ATTN_AVX512 void accumulate_of512(const float* const* p, int64_t n, int64_t group, const Rows& values,
+                                         int64_t lo, int64_t hi, float* const* acc) {
+  for (int64_t j = lo; j <= hi;) {
+    const Run run = run_at<T>(values, j, hi);
+    for (int64_t i = 0; i < n;) {
+      const int64_t m = std::min<int64_t>(3, group - i % group);
+      const T* rows = reinterpret_cast<const T*>(run.tiles + (i / group) * values.head_stride);
+      const float* pj[3];
+      for (int64_t t = 0; t < m; ++t)
+        pj[t] = p[i + t] + (j - lo);
+      if (m == 3) {
+        accumulate_run512<3>(pj, rows, run.count, values.head_size, acc + i);
+      } else if (m == 2) {
+        accumulate_run512<2>(pj, rows, run.count, values.head_size, acc + i);
+      } else {
+        accumulate_run512<1>(pj, rows, run.count, values.head_size, acc + i);
+      }
+      i += m;
+    }
+    j += run.count;
+  }
+}
+
+// AVX-512F on this CPU, unless PAGODA_CPU_ISA=avx2.
+bool use_avx512() {
+  static const bool avx512 = __builtin_cpu_supports("avx512f") != 0 && isa_limit() != IsaLimit::kAvx2;
+  return avx512;
+}
+
 // Lanes below `n` (0 to 8) set.
 PAGODA_ATTN_AVX2 inline __m256i first_lanes(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
@@ -269,6 +467,13 @@ PAGODA_ATTN_AVX2 inline __m256i first_lanes(int64_t n) {
 
 void scores(const float* const* q, int64_t n, int64_t group, const Rows& keys, int64_t lo, int64_t hi, float scale,
             float* const* out) {
+  if (use_avx512()) {
+    switch (keys.elem) {
+      case Elem::kF32: return scores_of512<float>(q, n, group, keys, lo, hi, scale, out);
+      case Elem::kF16: return scores_of512<uint16_t>(q, n, group, keys, lo, hi, scale, out);
+      case Elem::kBF16: return scores_of512<Bf16>(q, n, group, keys, lo, hi, scale, out);
+    }
+  }
   switch (keys.elem) {
     case Elem::kF32: return scores_of<float>(q, n, group, keys, lo, hi, scale, out);
     case Elem::kF16: return scores_of<uint16_t>(q, n, group, keys, lo, hi, scale, out);
@@ -309,6 +514,13 @@ PAGODA_ATTN_AVX2 float softmax_numerators(float* p, int64_t n) {
 
 void accumulate(const float* const* p, int64_t n, int64_t group, const Rows& values, int64_t lo, int64_t hi,
                 float* const* acc) {
+  if (use_avx512()) {
+    switch (values.elem) {
+      case Elem::kF32: return accumulate_of512<float>(p, n, group, values, lo, hi, acc);
+      case Elem::kF16: return accumulate_of512<uint16_t>(p, n, group, values, lo, hi, acc);
+      case Elem::kBF16: return accumulate_of512<Bf16>(p, n, group, values, lo, hi, acc);
+    }
+  }
   switch (values.elem) {
     case Elem::kF32: return accumulate_of<float>(p, n, group, values, lo, hi, acc);
     case Elem::kF16: return accumulate_of<uint16_t>(p, n, group, values, lo, hi, acc);
