@@ -254,6 +254,31 @@ class QuantizedActivations {
   bool saved_;
 };
 
+// The half sums Q6_K's repacked kernel takes: 8 times the sums of elements 0-15 and 16-31 of each
+// activation block, in the low and high 16 bits (two's complement), at the ends of the range too.
+TEST(CpuQdot, HalfSumsOfActivationBlocks) {
+  std::mt19937 rng(9);
+  std::uniform_int_distribution<int> q(-127, 127);
+  std::vector<qdot::ActBlock> x(37);
+  for (auto& b : x) {
+    for (auto& v : b.q)
+      v = static_cast<int8_t>(q(rng));
+  }
+  std::fill(std::begin(x[3].q), std::end(x[3].q), int8_t{127});
+  std::fill(std::begin(x[4].q), std::end(x[4].q), int8_t{-127});
+  std::vector<int32_t> got(x.size());
+  qdot::half_sums(x.data(), static_cast<int64_t>(x.size()), got.data());
+  for (size_t i = 0; i < x.size(); ++i) {
+    int lo = 0, hi = 0;
+    for (int e = 0; e < 16; ++e) {
+      lo += x[i].q[e];
+      hi += x[i].q[16 + e];
+    }
+    EXPECT_EQ(static_cast<int16_t>(got[i] & 0xffff), 8 * lo) << "block " << i;
+    EXPECT_EQ(static_cast<int16_t>(static_cast<uint32_t>(got[i]) >> 16), 8 * hi) << "block " << i;
+  }
+}
+
 // Repacked weights (groups of eight rows interleaved) give bit for bit what the original rows give,
 // for every count of rows (a last group padded with repeats) and of activation rows.
 TEST(CpuQdot, RepackedRowsGiveTheSameBits) {
@@ -280,6 +305,14 @@ TEST(CpuQdot, RepackedRowsGiveTheSameBits) {
         qdot::dot_rows_packed(t, packed.data(), n, xq.data(), blocks, m, got.data(), n);
         EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
             << dtype_name(t) << " n " << n << " m " << m;
+        if (qdot::needs_half_sums(t)) {  // with the half sums given, as the matmul gives them
+          std::vector<int32_t> half(xq.size());
+          qdot::half_sums(xq.data(), m * blocks, half.data());
+          std::fill(got.begin(), got.end(), -2.0f);
+          qdot::dot_rows_packed(t, packed.data(), n, xq.data(), blocks, m, got.data(), n, half.data());
+          EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
+              << dtype_name(t) << " n " << n << " m " << m << " (half sums given)";
+        }
       }
     }
   }

@@ -85,15 +85,25 @@ void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const u
   // Weight rows per tile: about 16 KiB of weight blocks, which stay in L1 while the task's
   // activation rows pass over them four at a time; a multiple of eight (the kernels' group of
   // weight rows).
+  // At least 16, the rows of the two-group and AMX kernels (with 8, a 1152-byte Q4_K row of
+  // k = 2048 gave tasks of one group, which those never took).
   const int64_t tile =
-      std::clamp<int64_t>(static_cast<int64_t>(16384 / std::max<uint64_t>(1, row_bytes)), 8, 32) & ~int64_t{7};
+      std::clamp<int64_t>(static_cast<int64_t>(16384 / std::max<uint64_t>(1, row_bytes)), 16, 32) & ~int64_t{7};
   const uint64_t group_bytes = packed != nullptr ? qdot::packed_group_bytes(wtype, blocks) : 0;
+  // Q6_K's repacked kernel takes the activation blocks' half sums: computed once here, not per task.
+  std::vector<int32_t> half;
+  if (packed != nullptr && qdot::needs_half_sums(wtype)) {
+    half.resize(xq.size());
+    pool.parallel_for(m, 8, [&](int64_t begin, int64_t end) {
+      qdot::half_sums(xq.data() + begin * blocks, (end - begin) * blocks, half.data() + begin * blocks);
+    });
+  }
   for_each_task(pool, n, m, tile, [&](const Task& task) {
     float* o = out + task.i0 * ldo + task.j0;
     const qdot::ActBlock* xt = xq.data() + task.i0 * blocks;
     if (packed != nullptr) {  // j0 is a multiple of eight: the start of a packed group
       qdot::dot_rows_packed(wtype, packed + static_cast<uint64_t>(task.j0 / 8) * group_bytes, task.rows, xt, blocks,
-                            task.count, o, ldo);
+                            task.count, o, ldo, half.empty() ? nullptr : half.data() + task.i0 * blocks);
     } else {
       qdot::dot_rows(wtype, w + static_cast<uint64_t>(task.j0) * row_bytes, row_bytes, task.rows, xt, blocks,
                      task.count, o, ldo);

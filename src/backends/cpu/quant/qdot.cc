@@ -403,11 +403,33 @@ void run_packed(const PackedTileFn tiles[4], const PackedPairFn pairs[4], uint64
 }
 #endif
 
+bool needs_half_sums(DType t) {
+  return t == DType::kQ6_K && packs(t);
+}
+
+void half_sums(const ActBlock* x, int64_t count, int32_t* out) {
+#if PAGODA_QDOT_HAS_AVX2
+  if (use_avx2()) {
+    half_sums_avx2(x, count, out);
+    return;
+  }
+#endif
+  for (int64_t b = 0; b < count; ++b) {
+    int lo = 0, hi = 0;
+    for (int i = 0; i < 16; ++i) {
+      lo += x[b].q[i];
+      hi += x[b].q[16 + i];
+    }
+    out[b] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(8 * lo)) |
+                                  static_cast<uint32_t>(static_cast<uint16_t>(8 * hi)) << 16);
+  }
+}
+
 void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
-                     float* out, int64_t ldo) {
+                     float* out, int64_t ldo, const int32_t* half) {
 #if PAGODA_QDOT_HAS_AVX2
   if (t == DType::kQ6_K && packs(t)) {
-    dot_rows_packed_q6_k_avx2(packed, n, x, blocks, m, out, ldo);
+    dot_rows_packed_q6_k_avx2(packed, n, x, blocks, m, out, ldo, half);
     return;
   }
   if (packs(t)) {
@@ -435,7 +457,7 @@ void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* 
     return;
   }
 #endif
-  (void)packed, (void)n, (void)x, (void)blocks, (void)m, (void)out, (void)ldo;
+  (void)packed, (void)n, (void)x, (void)blocks, (void)m, (void)out, (void)ldo, (void)half;
   std::abort();  // callers check packs() first
 }
 

@@ -72,9 +72,16 @@ inline constexpr uint64_t kPackedQ6KBytes = 16 + 128 + 8 * 192;              // 
 // Repacks n rows (row j at w + j * row_bytes) into ceil(n / 8) * packed_group_bytes(t, blocks)
 // bytes at `out`.
 void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t blocks, uint8_t* out);
-// dot_rows on a repacked weight: `packed` is the group that holds row 0 of the n rows.
+// dot_rows on a repacked weight: `packed` is the group that holds row 0 of the n rows. For the
+// types of needs_half_sums, `half` may hold half_sums of the m activation rows (m * blocks
+// values, row r at half + r * blocks); null, they are computed per call.
 void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
-                     float* out, int64_t ldo);
+                     float* out, int64_t ldo, const int32_t* half = nullptr);
+// Whether the repacked kernel of `t` (Q6_K) uses the activation blocks' half sums.
+[[nodiscard]] bool needs_half_sums(DType t);
+// For each of `count` activation blocks: 8 * (sum of q[0..15]) in the low 16 bits and
+// 8 * (sum of q[16..31]) in the high 16 bits (for Q6_K's 16-element sub-blocks).
+void half_sums(const ActBlock* x, int64_t count, int32_t* out);
 
 // Which kernel family dot_rows uses on this CPU ("avx2" or "scalar").
 [[nodiscard]] const char* kernel_name();

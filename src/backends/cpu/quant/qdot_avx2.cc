@@ -765,24 +765,6 @@ PAGODA_AVX2 void packed_q6_k(const uint8_t* w, int valid, const ActBlock* x, int
 
 using Q6Fn = void (*)(const uint8_t*, int, const ActBlock*, int64_t, int64_t, const int32_t*, float*, int64_t);
 
-// out[i] = 8 * (sum of q[0..15]) in the low int16, 8 * (sum of q[16..31]) in the high one, for
-// `count` activation blocks (|8 * sum| <= 8 * 16 * 128 fits).
-PAGODA_AVX2 void half_sums(const ActBlock* x, int64_t count, int32_t* out) {
-  const __m256i ones8 = _mm256_set1_epi8(1);
-  const __m256i ones16 = _mm256_set1_epi16(1);
-  for (int64_t b = 0; b < count; ++b) {
-    const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, load32(x[b].q)), ones16);  // 4 + 4 partial sums
-    __m128i lo = _mm256_castsi256_si128(s);
-    __m128i hi = _mm256_extracti128_si256(s, 1);
-    lo = _mm_hadd_epi32(lo, hi);  // lo0+lo1, lo2+lo3, hi0+hi1, hi2+hi3
-    lo = _mm_hadd_epi32(lo, lo);  // sum lo, sum hi
-    const int32_t a = _mm_cvtsi128_si32(lo);
-    const int32_t c = _mm_extract_epi32(lo, 1);
-    out[b] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(8 * a)) |
-                                  static_cast<uint32_t>(static_cast<uint16_t>(8 * c)) << 16);
-  }
-}
-
 }  // namespace
 
 bool qdot_cpu_has_avx2() {
@@ -907,19 +889,38 @@ void dot_rows_avx2(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, con
   }
 }
 
+// |8 * sum| <= 8 * 16 * 128 fits an int16.
+PAGODA_AVX2 void half_sums_avx2(const ActBlock* x, int64_t count, int32_t* out) {
+  const __m256i ones8 = _mm256_set1_epi8(1);
+  const __m256i ones16 = _mm256_set1_epi16(1);
+  for (int64_t b = 0; b < count; ++b) {
+    const __m256i s = _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, load32(x[b].q)), ones16);  // 4 + 4 partial sums
+    __m128i lo = _mm256_castsi256_si128(s);
+    __m128i hi = _mm256_extracti128_si256(s, 1);
+    lo = _mm_hadd_epi32(lo, hi);  // lo0+lo1, lo2+lo3, hi0+hi1, hi2+hi3
+    lo = _mm_hadd_epi32(lo, lo);  // sum lo, sum hi
+    const int32_t a = _mm_cvtsi128_si32(lo);
+    const int32_t c = _mm_extract_epi32(lo, 1);
+    out[b] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(8 * a)) |
+                                  static_cast<uint32_t>(static_cast<uint16_t>(8 * c)) << 16);
+  }
+}
+
 void dot_rows_packed_q6_k_avx2(const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
-                               float* out, int64_t ldo) {
-  // The sub-block sums of each activation block, packed for packed_q6_k's offset term.
-  thread_local std::vector<int32_t> xs;
-  xs.resize(static_cast<size_t>(m * blocks));
-  half_sums(x, m * blocks, xs.data());
+                               float* out, int64_t ldo, const int32_t* half) {
+  thread_local std::vector<int32_t> own;
+  if (half == nullptr) {  // not given: computed here, for this call
+    own.resize(static_cast<size_t>(m * blocks));
+    half_sums_avx2(x, m * blocks, own.data());
+    half = own.data();
+  }
   const uint64_t group = packed_group_bytes(DType::kQ6_K, blocks);
   const Q6Fn fns[4] = {packed_q6_k<1>, packed_q6_k<2>, packed_q6_k<3>, packed_q6_k<4>};
   for (int64_t r0 = 0; r0 < m; r0 += 4) {
     const Q6Fn fn = fns[std::min<int64_t>(4, m - r0) - 1];
     for (int64_t j = 0; j < n; j += 8) {
       fn(packed + static_cast<uint64_t>(j / 8) * group, static_cast<int>(std::min<int64_t>(8, n - j)), x + r0 * blocks,
-         blocks, blocks, xs.data() + r0 * blocks, out + r0 * ldo + j, ldo);
+         blocks, blocks, half + r0 * blocks, out + r0 * ldo + j, ldo);
     }
   }
 }

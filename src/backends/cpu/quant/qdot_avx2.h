@@ -33,8 +33,10 @@ using PackedPairFn = void (*)(const uint8_t* group, uint64_t group_bytes, int va
                               int64_t blocks, float* out, int64_t ldo);
 void packed_pairs_avx2(DType t, PackedPairFn pairs[4]);
 // dot_rows_packed for repacked Q6_K (AVX2 only: the AVX-512 machines run it too).
+// `half`: half_sums of the m activation rows (qdot.h).
 void dot_rows_packed_q6_k_avx2(const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
-                               float* out, int64_t ldo);
+                               float* out, int64_t ldo, const int32_t* half);
+void half_sums_avx2(const ActBlock* x, int64_t count, int32_t* out);
 // dot_rows_packed with the given kernels (pairs null, or entries null, for one group at a time):
 // repacked weights of n rows (groups `group` bytes apart) against m activation rows.
 void run_packed(const PackedTileFn tiles[4], const PackedPairFn pairs[4], uint64_t group, const uint8_t* packed,
