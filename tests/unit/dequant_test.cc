@@ -567,6 +567,41 @@ TEST(DequantAvx2, BitIdenticalToScalar) {
   }
 }
 
+// Float to f16 with vcvtps2ph against fp32_to_fp16: a stride through all 2^32 patterns, every
+// f16 value's neighbourhood and midpoints (the ties), overflow, subnormals, and NaNs (quiet and
+// signalling, which take the scalar path) among finite values; the rows start off alignment
+// and end in a tail shorter than a vector.
+TEST(DequantAvx2, F32ToF16MatchesTheScalarRounding) {
+  if (!cpu_has_f16c()) GTEST_SKIP() << "this CPU has no F16C; the conversion cannot run";
+  std::vector<float> x;
+  for (uint64_t b = 0; b < (uint64_t{1} << 32); b += 4099)
+    x.push_back(std::bit_cast<float>(static_cast<uint32_t>(b)));
+  for (uint32_t h = 0; h < 0x7c00; ++h) {  // each positive finite f16, its midpoint with the next
+    const float v = fp16_to_fp32(static_cast<uint16_t>(h));
+    const float next = fp16_to_fp32(static_cast<uint16_t>(h + 1));
+    const float mid = v + (next - v) / 2;  // exact in float
+    for (float f : {v, mid, std::nextafter(mid, 0.0f), std::nextafter(mid, 1e9f)}) {
+      x.push_back(f);
+      x.push_back(-f);
+    }
+  }
+  for (float f :
+       {65504.0f, 65519.99f, 65520.0f, 1e30f, std::numeric_limits<float>::infinity(), 0x1p-25f, 0x1.000002p-25f,
+        0x1p-26f, std::numeric_limits<float>::denorm_min(), std::bit_cast<float>(0x7f800001u),
+        std::bit_cast<float>(0xffa00000u), std::bit_cast<float>(0x7fc00001u), std::numeric_limits<float>::quiet_NaN()})
+    x.push_back(f);
+  for (size_t offset : {size_t{0}, size_t{3}}) {
+    const auto n = static_cast<int64_t>(x.size() - offset);
+    std::vector<uint16_t> fast(static_cast<size_t>(n) + 1, 0xabcd);
+    quantize_row_f16_f16c(x.data() + offset, fast.data(), n);
+    for (int64_t i = 0; i < n; ++i) {
+      ASSERT_EQ(fast[static_cast<size_t>(i)], fp32_to_fp16(x[offset + static_cast<size_t>(i)]))
+          << std::hex << std::bit_cast<uint32_t>(x[offset + static_cast<size_t>(i)]);
+    }
+    EXPECT_EQ(fast[static_cast<size_t>(n)], 0xabcd) << "wrote past the row";
+  }
+}
+
 TEST(DequantAvx2, F16EveryBitPattern) {
   if (!cpu_has_avx2()) GTEST_SKIP() << "this CPU has no AVX2; the AVX2 kernels cannot run";
   EXPECT_TRUE(has_fast_dequantize(DType::kF16));

@@ -218,6 +218,13 @@ void dequantize_row_q8_k(const void* src, float* dst, int64_t n) {
 }
 
 void quantize_row_f16(const float* src, void* dst, int64_t n) {
+#if PAGODA_DEQUANT_HAS_AVX2
+  static const bool f16c = cpu_has_f16c();
+  if (f16c) {
+    quantize_row_f16_f16c(src, dst, n);
+    return;
+  }
+#endif
   auto* p = static_cast<uint8_t*>(dst);
   for (int64_t i = 0; i < n; ++i) {
     const uint16_t h = fp32_to_fp16(src[i]);

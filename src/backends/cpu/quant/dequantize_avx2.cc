@@ -2,9 +2,13 @@
 
 #if PAGODA_DEQUANT_HAS_AVX2
 
+#include <cpuid.h>
 #include <immintrin.h>
 
+#include <cstring>
+
 #include "backends/cpu/quant/block_layout.h"
+#include "backends/cpu/quant/float_convert.h"
 
 // The target attribute (rather than a global -mavx2) keeps the library runnable on CPUs without
 // AVX2; the dispatcher checks cpu_has_avx2() first.
@@ -39,6 +43,32 @@ PAGODA_AVX2 inline void scale_i8x16(__m128i q, __m256 scale, float* dst) {
 
 bool cpu_has_avx2() {
   return __builtin_cpu_supports("avx2") != 0;
+}
+
+bool cpu_has_f16c() {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  return cpu_has_avx2() && __get_cpuid(1, &eax, &ebx, &ecx, &edx) != 0 && (ecx & (1u << 29)) != 0;
+}
+
+__attribute__((target("avx2,f16c"))) void quantize_row_f16_f16c(const float* src, void* dst, int64_t n) {
+  auto* p = static_cast<uint8_t*>(dst);
+  const auto scalar = [&](int64_t i) {
+    const uint16_t h = fp32_to_fp16(src[i]);
+    std::memcpy(p + 2 * i, &h, sizeof h);
+  };
+  int64_t i = 0;
+  for (; i + 8 <= n; i += 8) {
+    const __m256 v = _mm256_loadu_ps(src + i);
+    if (_mm256_movemask_ps(_mm256_cmp_ps(v, v, _CMP_UNORD_Q)) != 0) {
+      for (int64_t j = i; j < i + 8; ++j)
+        scalar(j);
+      continue;
+    }
+    _mm_storeu_si128(reinterpret_cast<__m128i*>(p + 2 * i),
+                     _mm256_cvtps_ph(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+  }
+  for (; i < n; ++i)
+    scalar(i);
 }
 
 // Integer arithmetic as fp16_to_fp32 does it, eight at a time (vcvtph2ps would quiet signalling
