@@ -85,10 +85,11 @@ void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const u
   // Weight rows per tile: about 16 KiB of weight blocks, which stay in L1 while the task's
   // activation rows pass over them four at a time; a multiple of eight (the kernels' group of
   // weight rows).
-  // At least 16, the rows of the two-group and AMX kernels (with 8, a 1152-byte Q4_K row of
-  // k = 2048 gave tasks of one group, which those never took).
-  const int64_t tile =
-      std::clamp<int64_t>(static_cast<int64_t>(16384 / std::max<uint64_t>(1, row_bytes)), 16, 32) & ~int64_t{7};
+  // 16 or 32, whole pairs of groups for the two-group and AMX kernels: with 8, a 1152-byte Q4_K row
+  // of k = 2048 gave tasks of one group, which those never took, and with 24 (a 612-byte Q8_0 row
+  // of k = 576) every task's third group went to the one-group kernel.
+  const int64_t fit = static_cast<int64_t>(16384 / std::max<uint64_t>(1, row_bytes));
+  const int64_t tile = std::clamp<int64_t>((fit + 8) & ~int64_t{15}, 16, 32);
   const uint64_t group_bytes = packed != nullptr ? qdot::packed_group_bytes(wtype, blocks) : 0;
   // Q6_K's repacked kernel takes the activation blocks' half sums: computed once here, not per task.
   std::vector<int32_t> half;
