@@ -160,34 +160,6 @@ PAGODA_ATTN_AVX2 void scores_run(const float* const* q, const T* keys, int64_t r
   }
 }
 
-// Block by block, and within a block kv head by kv head, whose tiles lie side by side: the reads
-// go through memory in long runs, which the hardware prefetcher follows (software prefetches of
-// the next block measured slower). Up to three queries of a kv head share each loaded key; one
-// alone takes eight keys at a time, to have as many independent sums in flight.
-template <typename T>
-PAGODA_ATTN_AVX2 void scores_of(const float* const* q, int64_t n, int64_t group, const Rows& keys, int64_t lo,
-                                int64_t hi, float scale, float* const* out) {
-  for (int64_t j = lo; j <= hi;) {
-    const Run run = run_at<T>(keys, j, hi);
-    for (int64_t i = 0; i < n;) {
-      const int64_t m = std::min<int64_t>(3, group - i % group);
-      const T* rows = reinterpret_cast<const T*>(run.tiles + (i / group) * keys.head_stride);
-      float* o[3];
-      for (int64_t t = 0; t < m; ++t)
-        o[t] = out[i + t] + (j - lo);
-      if (m == 3) {
-        scores_run<3, 4>(q + i, rows, run.count, keys.head_size, scale, o);
-      } else if (m == 2) {
-        scores_run<2, 4>(q + i, rows, run.count, keys.head_size, scale, o);
-      } else {
-        scores_run<1, 8>(q + i, rows, run.count, keys.head_size, scale, o);
-      }
-      i += m;
-    }
-    j += run.count;
-  }
-}
-
 // Columns [d, d + 8 W) of the N accumulators, in registers over the run's rows. Each column's
 // sum takes the rows in order, one fused multiply-add each, whatever N and W. The asm statement
 // keeps a value vector in a register for the N multiply-adds that use it (see scores_run).
@@ -242,30 +214,6 @@ PAGODA_ATTN_AVX2 void accumulate_run(const float* const* p, const T* values, int
         sum = std::fma(p[i][j], load1(values + j * hs + d), sum);
       acc[i][d] = sum;
     }
-  }
-}
-
-template <typename T>
-PAGODA_ATTN_AVX2 void accumulate_of(const float* const* p, int64_t n, int64_t group, const Rows& values, int64_t lo,
-                                    int64_t hi, float* const* acc) {
-  for (int64_t j = lo; j <= hi;) {
-    const Run run = run_at<T>(values, j, hi);
-    for (int64_t i = 0; i < n;) {
-      const int64_t m = std::min<int64_t>(3, group - i % group);
-      const T* rows = reinterpret_cast<const T*>(run.tiles + (i / group) * values.head_stride);
-      const float* pj[3];
-      for (int64_t t = 0; t < m; ++t)
-        pj[t] = p[i + t] + (j - lo);
-      if (m == 3) {
-        accumulate_run<3>(pj, rows, run.count, values.head_size, acc + i);
-      } else if (m == 2) {
-        accumulate_run<2>(pj, rows, run.count, values.head_size, acc + i);
-      } else {
-        accumulate_run<1>(pj, rows, run.count, values.head_size, acc + i);
-      }
-      i += m;
-    }
-    j += run.count;
   }
 }
 
@@ -355,30 +303,6 @@ PAGODA_ATTN_AVX512 void scores_run512(const float* const* q, const T* keys, int6
   }
 }
 
-template <typename T>
-PAGODA_ATTN_AVX512 void scores_of512(const float* const* q, int64_t n, int64_t group, const Rows& keys, int64_t lo,
-                                     int64_t hi, float scale, float* const* out) {
-  for (int64_t j = lo; j <= hi;) {
-    const Run run = run_at<T>(keys, j, hi);
-    for (int64_t i = 0; i < n;) {
-      const int64_t m = std::min<int64_t>(3, group - i % group);
-      const T* rows = reinterpret_cast<const T*>(run.tiles + (i / group) * keys.head_stride);
-      float* o[3];
-      for (int64_t t = 0; t < m; ++t)
-        o[t] = out[i + t] + (j - lo);
-      if (m == 3) {
-        scores_run512<3, 8>(q + i, rows, run.count, keys.head_size, scale, o);
-      } else if (m == 2) {
-        scores_run512<2, 8>(q + i, rows, run.count, keys.head_size, scale, o);
-      } else {
-        scores_run512<1, 16>(q + i, rows, run.count, keys.head_size, scale, o);
-      }
-      i += m;
-    }
-    j += run.count;
-  }
-}
-
 // accumulate_cols with sixteen columns per vector.
 template <int N, int W, typename T>
 PAGODA_ATTN_AVX512 inline void accumulate_cols512(const float* const* p, const T* values, int64_t rows, int64_t hs,
@@ -428,9 +352,61 @@ PAGODA_ATTN_AVX512 void accumulate_run512(const float* const* p, const T* values
   }
 }
 
-template <typename T>
-PAGODA_ATTN_AVX512 void accumulate_of512(const float* const* p, int64_t n, int64_t group, const Rows& values,
-                                         int64_t lo, int64_t hi, float* const* acc) {
+// The kernels of one vector width: the scores of N = 1..3 queries against a run of keys (more
+// keys at a time for one query alone, to have as many independent sums in flight), and their
+// weighted sums of a run of values.
+struct Avx2Runs {
+  template <int N, typename T>
+  static void scores(const float* const* q, const T* keys, int64_t rows, int64_t hs, float scale, float* const* out) {
+    scores_run<N, N == 1 ? 8 : 4>(q, keys, rows, hs, scale, out);
+  }
+  template <int N, typename T>
+  static void values(const float* const* p, const T* values, int64_t rows, int64_t hs, float* const* acc) {
+    accumulate_run<N>(p, values, rows, hs, acc);
+  }
+};
+struct Avx512Runs {
+  template <int N, typename T>
+  static void scores(const float* const* q, const T* keys, int64_t rows, int64_t hs, float scale, float* const* out) {
+    scores_run512<N, N == 1 ? 16 : 8>(q, keys, rows, hs, scale, out);
+  }
+  template <int N, typename T>
+  static void values(const float* const* p, const T* values, int64_t rows, int64_t hs, float* const* acc) {
+    accumulate_run512<N>(p, values, rows, hs, acc);
+  }
+};
+
+// Block by block, and within a block kv head by kv head, whose tiles lie side by side: the reads
+// go through memory in long runs, which the hardware prefetcher follows (software prefetches of
+// the next block measured slower). Up to three queries of a kv head share each loaded key.
+template <class Runs, typename T>
+void scores_of(const float* const* q, int64_t n, int64_t group, const Rows& keys, int64_t lo, int64_t hi, float scale,
+               float* const* out) {
+  for (int64_t j = lo; j <= hi;) {
+    const Run run = run_at<T>(keys, j, hi);
+    for (int64_t i = 0; i < n;) {
+      const int64_t m = std::min<int64_t>(3, group - i % group);
+      const T* rows = reinterpret_cast<const T*>(run.tiles + (i / group) * keys.head_stride);
+      float* o[3];
+      for (int64_t t = 0; t < m; ++t)
+        o[t] = out[i + t] + (j - lo);
+      if (m == 3) {
+        Runs::template scores<3>(q + i, rows, run.count, keys.head_size, scale, o);
+      } else if (m == 2) {
+        Runs::template scores<2>(q + i, rows, run.count, keys.head_size, scale, o);
+      } else {
+        Runs::template scores<1>(q + i, rows, run.count, keys.head_size, scale, o);
+      }
+      i += m;
+    }
+    j += run.count;
+  }
+}
+
+// The values in the same order.
+template <class Runs, typename T>
+void accumulate_of(const float* const* p, int64_t n, int64_t group, const Rows& values, int64_t lo, int64_t hi,
+                   float* const* acc) {
   for (int64_t j = lo; j <= hi;) {
     const Run run = run_at<T>(values, j, hi);
     for (int64_t i = 0; i < n;) {
@@ -440,11 +416,11 @@ PAGODA_ATTN_AVX512 void accumulate_of512(const float* const* p, int64_t n, int64
       for (int64_t t = 0; t < m; ++t)
         pj[t] = p[i + t] + (j - lo);
       if (m == 3) {
-        accumulate_run512<3>(pj, rows, run.count, values.head_size, acc + i);
+        Runs::template values<3>(pj, rows, run.count, values.head_size, acc + i);
       } else if (m == 2) {
-        accumulate_run512<2>(pj, rows, run.count, values.head_size, acc + i);
+        Runs::template values<2>(pj, rows, run.count, values.head_size, acc + i);
       } else {
-        accumulate_run512<1>(pj, rows, run.count, values.head_size, acc + i);
+        Runs::template values<1>(pj, rows, run.count, values.head_size, acc + i);
       }
       i += m;
     }
@@ -463,22 +439,32 @@ PAGODA_ATTN_AVX2 inline __m256i first_lanes(int64_t n) {
   return _mm256_cmpgt_epi32(_mm256_set1_epi32(static_cast<int>(n)), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+template <class Runs>
+void scores_with(const float* const* q, int64_t n, int64_t group, const Rows& keys, int64_t lo, int64_t hi, float scale,
+                 float* const* out) {
+  switch (keys.elem) {
+    case Elem::kF32: return scores_of<Runs, float>(q, n, group, keys, lo, hi, scale, out);
+    case Elem::kF16: return scores_of<Runs, uint16_t>(q, n, group, keys, lo, hi, scale, out);
+    case Elem::kBF16: return scores_of<Runs, Bf16>(q, n, group, keys, lo, hi, scale, out);
+  }
+}
+
+template <class Runs>
+void accumulate_with(const float* const* p, int64_t n, int64_t group, const Rows& values, int64_t lo, int64_t hi,
+                     float* const* acc) {
+  switch (values.elem) {
+    case Elem::kF32: return accumulate_of<Runs, float>(p, n, group, values, lo, hi, acc);
+    case Elem::kF16: return accumulate_of<Runs, uint16_t>(p, n, group, values, lo, hi, acc);
+    case Elem::kBF16: return accumulate_of<Runs, Bf16>(p, n, group, values, lo, hi, acc);
+  }
+}
+
 }  // namespace
 
 void scores(const float* const* q, int64_t n, int64_t group, const Rows& keys, int64_t lo, int64_t hi, float scale,
             float* const* out) {
-  if (use_avx512()) {
-    switch (keys.elem) {
-      case Elem::kF32: return scores_of512<float>(q, n, group, keys, lo, hi, scale, out);
-      case Elem::kF16: return scores_of512<uint16_t>(q, n, group, keys, lo, hi, scale, out);
-      case Elem::kBF16: return scores_of512<Bf16>(q, n, group, keys, lo, hi, scale, out);
-    }
-  }
-  switch (keys.elem) {
-    case Elem::kF32: return scores_of<float>(q, n, group, keys, lo, hi, scale, out);
-    case Elem::kF16: return scores_of<uint16_t>(q, n, group, keys, lo, hi, scale, out);
-    case Elem::kBF16: return scores_of<Bf16>(q, n, group, keys, lo, hi, scale, out);
-  }
+  if (use_avx512()) return scores_with<Avx512Runs>(q, n, group, keys, lo, hi, scale, out);
+  scores_with<Avx2Runs>(q, n, group, keys, lo, hi, scale, out);
 }
 
 PAGODA_ATTN_AVX2 float softmax_numerators(float* p, int64_t n) {
@@ -514,18 +500,8 @@ PAGODA_ATTN_AVX2 float softmax_numerators(float* p, int64_t n) {
 
 void accumulate(const float* const* p, int64_t n, int64_t group, const Rows& values, int64_t lo, int64_t hi,
                 float* const* acc) {
-  if (use_avx512()) {
-    switch (values.elem) {
-      case Elem::kF32: return accumulate_of512<float>(p, n, group, values, lo, hi, acc);
-      case Elem::kF16: return accumulate_of512<uint16_t>(p, n, group, values, lo, hi, acc);
-      case Elem::kBF16: return accumulate_of512<Bf16>(p, n, group, values, lo, hi, acc);
-    }
-  }
-  switch (values.elem) {
-    case Elem::kF32: return accumulate_of<float>(p, n, group, values, lo, hi, acc);
-    case Elem::kF16: return accumulate_of<uint16_t>(p, n, group, values, lo, hi, acc);
-    case Elem::kBF16: return accumulate_of<Bf16>(p, n, group, values, lo, hi, acc);
-  }
+  if (use_avx512()) return accumulate_with<Avx512Runs>(p, n, group, values, lo, hi, acc);
+  accumulate_with<Avx2Runs>(p, n, group, values, lo, hi, acc);
 }
 
 }  // namespace pagoda::cpu::attn
