@@ -78,9 +78,14 @@ void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const u
   const uint64_t row_bytes = *dtype_row_bytes(wtype, k);
   const int64_t blocks = k / qdot::kBlock;
   std::vector<qdot::ActBlock> xq(static_cast<size_t>(m * blocks));
+  // Q6_K's repacked kernel also takes the activation blocks' half sums: computed here, once per
+  // matmul, while the rows just quantized are in cache (not per task).
+  std::vector<int32_t> half(packed != nullptr && qdot::needs_half_sums(wtype) ? xq.size() : 0);
   pool.parallel_for(m, 8, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
       qdot::quantize_row(x + i * ldx, xq.data() + i * blocks, k);
+    if (!half.empty())
+      qdot::half_sums(xq.data() + begin * blocks, (end - begin) * blocks, half.data() + begin * blocks);
   });
   // Weight rows per tile: about 16 KiB of weight blocks, which stay in L1 while the task's
   // activation rows pass over them four at a time; a multiple of eight (the kernels' group of
@@ -91,14 +96,6 @@ void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const u
   const int64_t fit = static_cast<int64_t>(16384 / std::max<uint64_t>(1, row_bytes));
   const int64_t tile = std::clamp<int64_t>((fit + 8) & ~int64_t{15}, 16, 32);
   const uint64_t group_bytes = packed != nullptr ? qdot::packed_group_bytes(wtype, blocks) : 0;
-  // Q6_K's repacked kernel takes the activation blocks' half sums: computed once here, not per task.
-  std::vector<int32_t> half;
-  if (packed != nullptr && qdot::needs_half_sums(wtype)) {
-    half.resize(xq.size());
-    pool.parallel_for(m, 8, [&](int64_t begin, int64_t end) {
-      qdot::half_sums(xq.data() + begin * blocks, (end - begin) * blocks, half.data() + begin * blocks);
-    });
-  }
   for_each_task(pool, n, m, tile, [&](const Task& task) {
     float* o = out + task.i0 * ldo + task.j0;
     const qdot::ActBlock* xt = xq.data() + task.i0 * blocks;

@@ -420,8 +420,7 @@ void half_sums(const ActBlock* x, int64_t count, int32_t* out) {
       lo += x[b].q[i];
       hi += x[b].q[16 + i];
     }
-    out[b] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(8 * lo)) |
-                                  static_cast<uint32_t>(static_cast<uint16_t>(8 * hi)) << 16);
+    out[b] = half_sums_word(lo, hi);
   }
 }
 

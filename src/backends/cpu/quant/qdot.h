@@ -82,6 +82,12 @@ void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* 
 // For each of `count` activation blocks: 8 * (sum of q[0..15]) in the low 16 bits and
 // 8 * (sum of q[16..31]) in the high 16 bits (for Q6_K's 16-element sub-blocks).
 void half_sums(const ActBlock* x, int64_t count, int32_t* out);
+// One block's half_sums value from the sums of q[0..15] and q[16..31] (|8 * sum| <= 8 * 16 * 128
+// fits an int16).
+[[nodiscard]] inline int32_t half_sums_word(int lo, int hi) {
+  return static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(8 * lo)) |
+                              static_cast<uint32_t>(static_cast<uint16_t>(8 * hi)) << 16);
+}
 
 // Which kernel family dot_rows uses on this CPU ("avx2" or "scalar").
 [[nodiscard]] const char* kernel_name();

@@ -29,19 +29,6 @@ namespace {
 
 namespace L = layout;
 
-PAGODA_AVX2 inline float hsum(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  s = _mm_add_ss(s, _mm_movehdup_ps(s));
-  return _mm_cvtss_f32(s);
-}
-
-// A block scale. F16C is fine here (unlike in the bit-exact dequantizers): a scale that is a
-// signalling NaN poisons the dot either way.
-PAGODA_AVX2 inline float half(const uint8_t* p) {
-  return _cvtsh_ss(L::read_u16(p));
-}
-
 // signed weight bytes (|w| <= 127 or -128 never met with x = -128) x signed activation bytes
 PAGODA_AVX2 inline __m256i mul_ss16(__m256i ws, __m256i x) {
   return _mm256_maddubs_epi16(_mm256_sign_epi8(ws, ws), _mm256_sign_epi8(x, ws));
@@ -55,22 +42,6 @@ PAGODA_AVX2 inline __m256i load32(const void* p) {
 PAGODA_AVX2 inline __m256i half_twice(const void* p) {
   return _mm256_broadcastsi128_si256(_mm_loadu_si128(static_cast<const __m128i*>(p)));
 }
-
-template <int R>
-struct Acc {
-  __m256 v[R];
-  float mins[R];
-  PAGODA_AVX2 Acc() {
-    for (int r = 0; r < R; ++r) {
-      v[r] = _mm256_setzero_ps();
-      mins[r] = 0.0f;
-    }
-  }
-  PAGODA_AVX2 void store(float* out, int64_t ldo) const {
-    for (int r = 0; r < R; ++r)
-      out[r * ldo] = hsum(v[r]) - mins[r];
-  }
-};
 
 // x points at block 0 of the first activation row; row r is `stride` blocks further on.
 
@@ -889,7 +860,6 @@ void dot_rows_avx2(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, con
   }
 }
 
-// |8 * sum| <= 8 * 16 * 128 fits an int16.
 PAGODA_AVX2 void half_sums_avx2(const ActBlock* x, int64_t count, int32_t* out) {
   const __m256i ones8 = _mm256_set1_epi8(1);
   const __m256i ones16 = _mm256_set1_epi16(1);
@@ -901,8 +871,7 @@ PAGODA_AVX2 void half_sums_avx2(const ActBlock* x, int64_t count, int32_t* out) 
     lo = _mm_hadd_epi32(lo, lo);  // sum lo, sum hi
     const int32_t a = _mm_cvtsi128_si32(lo);
     const int32_t c = _mm_extract_epi32(lo, 1);
-    out[b] = static_cast<int32_t>(static_cast<uint32_t>(static_cast<uint16_t>(8 * a)) |
-                                  static_cast<uint32_t>(static_cast<uint16_t>(8 * c)) << 16);
+    out[b] = half_sums_word(a, c);
   }
 }
 
