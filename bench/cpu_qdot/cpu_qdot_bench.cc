@@ -142,6 +142,11 @@ int main(int argc, char** argv) {
       std::vector<qdot::ActBlock> xq(static_cast<size_t>(m * blocks));
       for (int64_t r = 0; r < m; ++r)
         qdot::quantize_row(x.data() + r * k, xq.data() + r * blocks, k);
+      // the AMX kernels' layout of the rows, as gemm_int8 writes it once per matmul
+      std::vector<int8_t> amx_q(static_cast<size_t>(m * k));
+      std::vector<float> amx_scales(static_cast<size_t>((m + 15) / 16 * blocks * qdot::kAmxScaleFloats));
+      qdot::amx_rows_layout(xq.data(), blocks, 0, m, amx_q.data(), amx_scales.data());
+      const qdot::AmxRows amx_rows{amx_q.data(), amx_scales.data()};
       std::vector<float> want(static_cast<size_t>(m * n));
       qdot::dot_rows(t, w[0].data(), row_bytes, n, xq.data(), blocks, m, want.data(), n);
       for (const Family& fam : families) {
@@ -155,7 +160,7 @@ int main(int argc, char** argv) {
           } else if (fam.q6_k) {
             qdot::dot_rows_packed(t, p, n, xq.data(), blocks, m, got.data(), n);
           } else if (fam.amx != nullptr) {
-            qdot::run_packed_amx(fam.amx, fam.tiles, group, p, n, xq.data(), blocks, m, got.data(), n);
+            qdot::run_packed_amx(fam.amx, fam.tiles, group, p, n, xq.data(), amx_rows, blocks, m, got.data(), n);
           } else {
             qdot::run_packed(fam.tiles, fam.use_pairs ? fam.pairs : nullptr, group, p, n, xq.data(), blocks, m,
                              got.data(), n);

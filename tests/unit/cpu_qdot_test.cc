@@ -320,6 +320,61 @@ TEST(CpuQdot, RepackedRowsGiveTheSameBits) {
   std::cout << "[ NOTE     ] repacked kernels: " << qdot::packed_kernel_name() << "\n";
 }
 
+// The AMX kernels' layout of the activation rows holds each row's quant bytes and, per group of
+// 16 rows and block, the rows' d, dsum and qsum at their lanes, whichever calls wrote the rows; and
+// the kernels given it (where the CPU runs them) give the in-place kernels' bits, for block counts
+// that end the three-block pipeline at each of its phases and for a last pair or group of weight
+// rows that is partial.
+TEST(CpuQdot, AmxLayoutGivesTheSameBits) {
+  std::mt19937 rng(77);
+  bool amx_ran = false;
+  for (DType t : {DType::kQ4_0, DType::kQ4_1, DType::kQ5_0, DType::kQ8_0, DType::kQ4_K}) {
+    const std::vector<int64_t> ks =
+        dtype_block_size(t) == 256 ? std::vector<int64_t>{256, 512, 768} : std::vector<int64_t>{32, 64, 128, 160, 320};
+    for (const int64_t k : ks) {
+      const int64_t blocks = k / qdot::kBlock;
+      for (const int64_t m : {16, 32, 48}) {
+        const auto x = random_floats(rng, static_cast<size_t>(m * k));
+        std::vector<qdot::ActBlock> xq(static_cast<size_t>(m * blocks));
+        for (int64_t r = 0; r < m; ++r)
+          qdot::quantize_row(x.data() + r * k, xq.data() + r * blocks, k);
+        std::vector<int8_t> q(static_cast<size_t>(m * k), 0);
+        std::vector<float> scales(static_cast<size_t>((m + 15) / 16 * blocks * qdot::kAmxScaleFloats), -1.0f);
+        qdot::amx_rows_layout(xq.data(), blocks, 0, 5, q.data(), scales.data());  // a group split over calls
+        qdot::amx_rows_layout(xq.data(), blocks, 5, m, q.data(), scales.data());
+        for (const int64_t r : {int64_t{0}, int64_t{4}, int64_t{5}, m - 1}) {
+          for (int64_t b = 0; b < blocks; ++b) {
+            const qdot::ActBlock& a = xq[static_cast<size_t>(r * blocks + b)];
+            ASSERT_EQ(std::memcmp(q.data() + (r * blocks + b) * qdot::kBlock, a.q, qdot::kBlock), 0);
+            const float* s = scales.data() + (r / 16 * blocks + b) * qdot::kAmxScaleFloats;
+            int32_t qsum = 0;
+            std::memcpy(&qsum, s + 32 + r % 16, sizeof qsum);
+            ASSERT_EQ(s[r % 16], a.d);
+            ASSERT_EQ(s[16 + r % 16], a.dsum);
+            ASSERT_EQ(qsum, a.qsum);
+          }
+        }
+        if (!qdot::packs(t)) continue;
+        const qdot::AmxRows rows{q.data(), scales.data()};
+        amx_ran = amx_ran || qdot::uses_amx(t, m);
+        for (const int64_t n : {16, 24, 40, 44}) {
+          const auto w = random_weight(rng, t, n, k);
+          const uint64_t row_bytes = *dtype_row_bytes(t, k);
+          std::vector<uint8_t> packed(static_cast<size_t>((n + 7) / 8) * qdot::packed_group_bytes(t, blocks));
+          qdot::pack_rows8(t, w.data(), row_bytes, n, blocks, packed.data());
+          std::vector<float> want(static_cast<size_t>(m * n), -1.0f);
+          std::vector<float> got(want.size(), -2.0f);
+          qdot::dot_rows(t, w.data(), row_bytes, n, xq.data(), blocks, m, want.data(), n);
+          qdot::dot_rows_packed(t, packed.data(), n, xq.data(), blocks, m, got.data(), n, nullptr, &rows);
+          EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0)
+              << dtype_name(t) << " k " << k << " n " << n << " m " << m;
+        }
+      }
+    }
+  }
+  std::cout << "[ NOTE     ] AMX kernels " << (amx_ran ? "ran" : "not on this CPU (the layout checks ran)") << "\n";
+}
+
 // Where the CPU has AVX-512 VNNI (and AMX) the repacked weights take those kernels (and the test
 // above holds them to the AVX2 in-place kernels' bits); PAGODA_CPU_ISA=avx2 keeps the AVX2 ones,
 // PAGODA_CPU_ISA=avx512 the VNNI ones without AMX.

@@ -81,11 +81,17 @@ void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const u
   // Q6_K's repacked kernel also takes the activation blocks' half sums: computed here, once per
   // matmul, while the rows just quantized are in cache (not per task).
   std::vector<int32_t> half(packed != nullptr && qdot::needs_half_sums(wtype) ? xq.size() : 0);
-  pool.parallel_for(m, 8, [&](int64_t begin, int64_t end) {
+  // The AMX kernels read the rows in their own layout: written here too, once per matmul.
+  const bool amx = packed != nullptr && qdot::uses_amx(wtype, m);
+  std::vector<int8_t> amx_q(amx ? static_cast<size_t>(m * k) : 0);
+  std::vector<float> amx_scales(amx ? static_cast<size_t>((m + 15) / 16 * blocks * qdot::kAmxScaleFloats) : 0);
+  // (ranges of whole groups of 16 rows for the AMX layout, whose groups share cache lines)
+  pool.parallel_for(m, amx ? 16 : 8, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
       qdot::quantize_row(x + i * ldx, xq.data() + i * blocks, k);
     if (!half.empty())
       qdot::half_sums(xq.data() + begin * blocks, (end - begin) * blocks, half.data() + begin * blocks);
+    if (amx) qdot::amx_rows_layout(xq.data(), blocks, begin, end, amx_q.data(), amx_scales.data());
   });
   // Weight rows per tile: about 16 KiB of weight blocks, which stay in L1 while the task's
   // activation rows pass over them four at a time; a multiple of eight (the kernels' group of
@@ -100,8 +106,12 @@ void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const u
     float* o = out + task.i0 * ldo + task.j0;
     const qdot::ActBlock* xt = xq.data() + task.i0 * blocks;
     if (packed != nullptr) {  // j0 is a multiple of eight: the start of a packed group
+      // i0 is a multiple of kRowBlock, so of the AMX layout's 16-row groups
+      const qdot::AmxRows rows{amx_q.data() + task.i0 * k,
+                               amx_scales.data() + task.i0 / 16 * blocks * qdot::kAmxScaleFloats};
       qdot::dot_rows_packed(wtype, packed + static_cast<uint64_t>(task.j0 / 8) * group_bytes, task.rows, xt, blocks,
-                            task.count, o, ldo, half.empty() ? nullptr : half.data() + task.i0 * blocks);
+                            task.count, o, ldo, half.empty() ? nullptr : half.data() + task.i0 * blocks,
+                            amx ? &rows : nullptr);
     } else {
       qdot::dot_rows(wtype, w + static_cast<uint64_t>(task.j0) * row_bytes, row_bytes, task.rows, xt, blocks,
                      task.count, o, ldo);

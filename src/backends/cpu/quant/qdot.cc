@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <limits>
+#include <vector>
 
 #include "backends/cpu/isa.h"
 #include "backends/cpu/quant/block_layout.h"
@@ -424,8 +425,31 @@ void half_sums(const ActBlock* x, int64_t count, int32_t* out) {
   }
 }
 
+bool uses_amx(DType t, int64_t m) {
+#if PAGODA_QDOT_HAS_AVX2
+  return m >= kAmxRows && t != DType::kQ6_K && packs(t) && use_amx();
+#else
+  (void)t, (void)m;
+  return false;
+#endif
+}
+
+void amx_rows_layout(const ActBlock* x, int64_t blocks, int64_t begin, int64_t end, int8_t* q, float* scales) {
+  for (int64_t r = begin; r < end; ++r) {
+    const int64_t lane = r % 16;
+    float* s = scales + r / 16 * blocks * kAmxScaleFloats;
+    for (int64_t b = 0; b < blocks; ++b, s += kAmxScaleFloats) {
+      const ActBlock& a = x[r * blocks + b];
+      std::memcpy(q + (r * blocks + b) * kBlock, a.q, kBlock);
+      s[lane] = a.d;
+      s[16 + lane] = a.dsum;
+      std::memcpy(s + 32 + lane, &a.qsum, sizeof a.qsum);
+    }
+  }
+}
+
 void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
-                     float* out, int64_t ldo, const int32_t* half) {
+                     float* out, int64_t ldo, const int32_t* half, const AmxRows* amx) {
 #if PAGODA_QDOT_HAS_AVX2
   if (t == DType::kQ6_K && packs(t)) {
     dot_rows_packed_q6_k_avx2(packed, n, x, blocks, m, out, ldo, half);
@@ -435,11 +459,23 @@ void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* 
     PackedTileFn tiles[4];
     PackedPairFn pairs[4];
     int64_t pair_rows = kPairRowsAvx2;
-    if (use_amx() && m >= kAmxRows) {
+    if (uses_amx(t, m)) {
       // AMX for every 16 activation rows, the VNNI kernels for the rest
       const int64_t done = m - m % 16;
+      std::vector<int8_t> own_q;
+      std::vector<float> own_scales;
+      AmxRows rows{};
+      if (amx != nullptr) {
+        rows = *amx;
+      } else {
+        own_q.resize(static_cast<size_t>(done * blocks * kBlock));
+        own_scales.resize(static_cast<size_t>(done / 16 * blocks * kAmxScaleFloats));
+        amx_rows_layout(x, blocks, 0, done, own_q.data(), own_scales.data());
+        rows = {own_q.data(), own_scales.data()};
+      }
       packed_tiles_vnni(t, tiles);
-      run_packed_amx(packed_amx_kernel(t), tiles, packed_group_bytes(t, blocks), packed, n, x, blocks, done, out, ldo);
+      run_packed_amx(packed_amx_kernel(t), tiles, packed_group_bytes(t, blocks), packed, n, x, rows, blocks, done, out,
+                     ldo);
       x += done * blocks, out += done * ldo, m -= done;
       if (m == 0) return;
     }
@@ -456,7 +492,7 @@ void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* 
     return;
   }
 #endif
-  (void)packed, (void)n, (void)x, (void)blocks, (void)m, (void)out, (void)ldo, (void)half;
+  (void)packed, (void)n, (void)x, (void)blocks, (void)m, (void)out, (void)ldo, (void)half, (void)amx;
   std::abort();  // callers check packs() first
 }
 

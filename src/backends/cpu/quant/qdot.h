@@ -72,11 +72,30 @@ inline constexpr uint64_t kPackedQ6KBytes = 16 + 128 + 8 * 192;              // 
 // Repacks n rows (row j at w + j * row_bytes) into ceil(n / 8) * packed_group_bytes(t, blocks)
 // bytes at `out`.
 void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_t blocks, uint8_t* out);
+// Activation rows as the AMX kernels read them: row r's quant bytes at q + r * blocks * 32 (a
+// block's 32 bytes never cross a cache line, and 16 rows' block is one tile load), and, for each
+// group g of 16 rows and each block b, at scales + (g * blocks + b) * kAmxScaleFloats, the 16 rows'
+// d, then their dsum, then their qsum (int32 bits), so the float step reads them at fixed offsets.
+struct AmxRows {
+  const int8_t* q;
+  const float* scales;
+};
+inline constexpr int64_t kAmxScaleFloats = 48;
+// Whether dot_rows_packed runs the AMX kernels on m activation rows of a weight of type `t` (and
+// so reads AmxRows when it is given them).
+[[nodiscard]] bool uses_amx(DType t, int64_t m);
+// Writes rows [begin, end) of the activation rows x into the AmxRows layout at q (m * blocks * 32
+// bytes) and scales ((m + 15) / 16 * blocks * kAmxScaleFloats floats). Rows of one group may be
+// written by different calls.
+void amx_rows_layout(const ActBlock* x, int64_t blocks, int64_t begin, int64_t end, int8_t* q, float* scales);
+
 // dot_rows on a repacked weight: `packed` is the group that holds row 0 of the n rows. For the
 // types of needs_half_sums, `half` may hold half_sums of the m activation rows (m * blocks
-// values, row r at half + r * blocks); null, they are computed per call.
+// values, row r at half + r * blocks); null, they are computed per call. Where uses_amx(t, m),
+// `amx` may hold the same rows in the AmxRows layout (row 0 the first of a group of 16); null,
+// it is built per call.
 void dot_rows_packed(DType t, const uint8_t* packed, int64_t n, const ActBlock* x, int64_t blocks, int64_t m,
-                     float* out, int64_t ldo, const int32_t* half = nullptr);
+                     float* out, int64_t ldo, const int32_t* half = nullptr, const AmxRows* amx = nullptr);
 // Whether the repacked kernel of `t` (Q6_K) uses the activation blocks' half sums.
 [[nodiscard]] bool needs_half_sums(DType t);
 // For each of `count` activation blocks: 8 * (sum of q[0..15]) in the low 16 bits and

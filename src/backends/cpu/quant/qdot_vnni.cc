@@ -18,6 +18,8 @@
 #include <algorithm>
 #include <cstdlib>
 #include <cstring>
+#include <utility>
+#include <vector>
 
 #define PAGODA_VNNI __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")))
 #define PAGODA_AMX __attribute__((target("avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni,amx-tile,amx-int8")))
@@ -369,20 +371,27 @@ PAGODA_VNNI void packed_vnni(const uint8_t* w, uint64_t group, int valid, const 
 // AMX: the integer block dots of 16 activation rows against two groups (16 weight rows) in one
 // tile multiply. The two-group block's eight weight vectors (T::load, as above) are exactly
 // the rows of the B operand: B row p holds the four weight bytes of every column (weight row) that
-// meet activation bytes 4p..4p+3. The A operand is the activation rows' 32 quant bytes, read in
-// place from the ActBlocks, and `tdpbsud` (signed A by unsigned B, into int32) leaves the 16 x 16
-// exact block dots in C. The float step then runs per activation row on a 16-lane vector of weight
-// rows, the same instructions as the two-group VNNI kernel, so the results are the same bits.
+// meet activation bytes 4p..4p+3. The A operand is the 16 activation rows' 32 quant bytes of the
+// block (AmxRows), and `tdpbsud` (signed A by unsigned B, into int32) leaves the 16 x 16 exact
+// block dots in C. The float step then runs per activation row on a 16-lane vector of weight rows,
+// the same instructions as the two-group VNNI kernel, so the results are the same bits.
+//
+// A pair of groups is unpacked once for all its blocks (amx_unpack), then serves every 16 rows of
+// the call. Per 16 rows, the tile work of block b + 2 is issued before the float step of block b,
+// with three C buffers in turn, so the float step never waits for the multiply it reads. The
+// accumulators stay in registers: they are indexed only by constants (index_sequence), since GCC
+// keeps a loop-indexed vector array in memory, through every tile store's memory clobber.
 
 // The tile shapes every AMX kernel uses (loading a configuration costs about as much as a block's
 // work, so a call of run_packed_amx loads it once), and the tiles' release after the last use.
 PAGODA_AMX void amx_begin() {
   TileConfig cfg;
   for (int t = 0; t < 2; ++t) {
-    cfg.colsb[t] = 32, cfg.rows[t] = 16;          // A: the activation bytes
-    cfg.colsb[2 + t] = 64, cfg.rows[2 + t] = 8;   // B: the weight vectors
-    cfg.colsb[4 + t] = 64, cfg.rows[4 + t] = 16;  // C: the block dots
+    cfg.colsb[t] = 32, cfg.rows[t] = 16;         // A: the activation bytes
+    cfg.colsb[2 + t] = 64, cfg.rows[2 + t] = 8;  // B: the weight vectors
   }
+  for (int t = 4; t < 7; ++t)
+    cfg.colsb[t] = 64, cfg.rows[t] = 16;  // C: the block dots
   load_tile_config(cfg);
 }
 
@@ -390,75 +399,162 @@ PAGODA_AMX void amx_end() {
   _tile_release();
 }
 
-// One block's integer part in tile slot S (0 or 1: A in tmm S, B in tmm 2 + S, C in tmm 4 + S):
-// the weight vectors go to bt (B's rows), the block dots to ct. Two slots let the tile work of
-// the next block run while the float step of this one reads its dots.
-template <class T, int S>
-PAGODA_AMX inline __attribute__((always_inline)) void amx_block(const uint8_t* w, uint64_t group, int64_t b,
-                                                                const ActBlock* x, long act_stride, uint8_t* bt,
-                                                                int32_t* ct, FV<2>& scale, FV<2>& min) {
+// Bytes of B operands and floats of scale and minimum vectors per block of a pair of groups.
+constexpr int64_t kAmxBBytes = 8 * 64;
+constexpr int64_t kAmxScaleMinFloats = 32;
+
+// Block b of a pair of groups (at w, the second `group` bytes on) as a B operand (bt + kAmxBBytes
+// * b) and its scale and minimum vectors (sm + kAmxScaleMinFloats * b, scale first).
+template <class T>
+PAGODA_AMX inline __attribute__((always_inline)) void amx_unpack(const uint8_t* w, uint64_t group, int64_t b,
+                                                                 uint8_t* bt, float* sm) {
   Block<2> k;
   T::template load<2>(w, group, b, k);
   for (int j = 0; j < 8; ++j)
-    _mm512_store_si512(bt + 64 * j, k.u[j]);
-  __asm__ volatile("" ::: "memory");  // the tile loads below read bt
-  // (the tile numbers must be literals: the intrinsics paste them into the instruction text)
+    _mm512_store_si512(bt + kAmxBBytes * b + 64 * j, k.u[j]);
+  _mm512_store_ps(sm + kAmxScaleMinFloats * b, k.scale);
+  _mm512_store_ps(sm + kAmxScaleMinFloats * b + 16, T::kMin ? k.min : zero_ps<2>());
+}
+
+// The tile multiply of one block through tile slot S (0, 1 or 2; the tile numbers must be
+// literals, as the intrinsics paste them into the instruction text), and the store of its block
+// dots to ct. _tile_stored's memory clobber keeps the float step's loads of ct after it.
+template <int S>
+PAGODA_AMX inline __attribute__((always_inline)) void amx_dots(const int8_t* a, long a_stride, const uint8_t* bt) {
   if constexpr (S == 0) {
-    _tile_loadd(0, x[b].q, act_stride);
+    _tile_loadd(0, a, a_stride);
     _tile_loadd(2, bt, 64);
     _tile_zero(4);
     _tile_dpbsud(4, 0, 2);
-    _tile_stored(4, ct, 64);
-  } else {
-    _tile_loadd(1, x[b].q, act_stride);
+  } else if constexpr (S == 1) {
+    _tile_loadd(1, a, a_stride);
     _tile_loadd(3, bt, 64);
     _tile_zero(5);
     _tile_dpbsud(5, 1, 3);
+  } else {
+    _tile_loadd(0, a, a_stride);
+    _tile_loadd(2, bt, 64);
+    _tile_zero(6);
+    _tile_dpbsud(6, 0, 2);
+  }
+}
+
+template <int S>
+PAGODA_AMX inline __attribute__((always_inline)) void amx_store_dots(int32_t* ct) {
+  if constexpr (S == 0) {
+    _tile_stored(4, ct, 64);
+  } else if constexpr (S == 1) {
     _tile_stored(5, ct, 64);
-  }
-  scale = k.scale;
-  if constexpr (T::kMin) min = k.min;
-}
-
-// The float step of block b for the 16 activation rows.
-template <class T>
-PAGODA_AMX inline __attribute__((always_inline)) void amx_float_step(const int32_t* ct, FV<2> scale, FV<2> min,
-                                                                     const ActBlock* x, int64_t stride, int64_t b,
-                                                                     __m512 acc[16]) {
-#pragma GCC unroll 16
-  for (int r = 0; r < 16; ++r) {
-    const ActBlock& a = x[r * stride + b];
-    __m512i s = _mm512_load_si512(ct + 16 * r);
-    if constexpr (T::kOffset != 0) s = v_sub32(s, splat32<2>(T::kOffset * a.qsum));
-    acc[r] = v_fmadd(v_cvt(s), v_mul(scale, splat_ps<2>(a.d)), acc[r]);
-    if constexpr (T::kMin) acc[r] = v_fmadd(min, splat_ps<2>(a.dsum), acc[r]);
+  } else {
+    _tile_stored(6, ct, 64);
   }
 }
 
-// Call between amx_begin() and amx_end().
+// The float step of one block for activation row R: its block dots (ct row R) with the row's d,
+// dsum and qsum (s: the block's AmxRows scales).
+template <class T, size_t R>
+PAGODA_AMX inline __attribute__((always_inline)) void amx_float_row(const int32_t* ct, FV<2> scale, FV<2> min,
+                                                                    const float* s, __m512 (&acc)[16]) {
+  __m512i v = _mm512_load_si512(ct + 16 * R);
+  if constexpr (T::kOffset != 0) {
+    int32_t qsum;
+    std::memcpy(&qsum, s + 32 + R, sizeof qsum);
+    v = v_sub32(v, splat32<2>(T::kOffset * qsum));
+  }
+  acc[R] = v_fmadd(v_cvt(v), v_mul(scale, splat_ps<2>(s[R])), acc[R]);
+  if constexpr (T::kMin) acc[R] = v_fmadd(min, splat_ps<2>(s[16 + R]), acc[R]);
+}
+
+template <class T, size_t... R>
+PAGODA_AMX inline __attribute__((always_inline)) void amx_float_step(std::index_sequence<R...>, const int32_t* ct,
+                                                                     const float* sm, const float* s,
+                                                                     __m512 (&acc)[16]) {
+  const FV<2> scale = _mm512_load_ps(sm);
+  const FV<2> min = _mm512_load_ps(sm + 16);
+  (amx_float_row<T, R>(ct, scale, min, s, acc), ...);
+}
+
+template <size_t... R>
+PAGODA_AMX inline __attribute__((always_inline)) void amx_zero(std::index_sequence<R...>, __m512 (&acc)[16]) {
+  ((acc[R] = _mm512_setzero_ps()), ...);
+}
+
+template <size_t... R>
+PAGODA_AMX inline __attribute__((always_inline)) void amx_store(std::index_sequence<R...>, const __m512 (&acc)[16],
+                                                                __mmask16 mask, float* out, int64_t ldo) {
+  (_mm512_mask_storeu_ps(out + static_cast<int64_t>(R) * ldo, mask, acc[R]), ...);
+}
+
+// Block b's tile multiply in slot S, block b unpacked first where w is non-null.
+template <class T, int S>
+PAGODA_AMX inline __attribute__((always_inline)) void amx_issue(const uint8_t* w, uint64_t group, uint8_t* bt,
+                                                                float* sm, const int8_t* q, long q_stride, int64_t b) {
+  if (w != nullptr) amx_unpack<T>(w, group, b, bt, sm);
+  amx_dots<S>(q + kBlock * b, q_stride, bt + kAmxBBytes * b);
+}
+
+// 16 activation rows (quant bytes at q, q_stride bytes apart; scales at s, kAmxScaleFloats per
+// block) against a pair of groups unpacked at (bt, sm), `valid` rows of its second group real.
+// With w non-null the pair is unpacked from w on the way, each block just before its tile work.
 template <class T>
-PAGODA_AMX void packed_amx(const uint8_t* w, uint64_t group, int valid, const ActBlock* x, int64_t stride, int64_t nb,
-                           float* out, int64_t ldo) {
-  alignas(64) uint8_t bt[2][8 * 64];
-  alignas(64) int32_t ct[2][16 * 16];
-  const long act_stride = static_cast<long>(stride * static_cast<int64_t>(sizeof(ActBlock)));
+PAGODA_AMX void amx_rows16(const uint8_t* w, uint64_t group, uint8_t* bt, float* sm, const int8_t* q, long q_stride,
+                           const float* s, int64_t nb, int valid, float* out, int64_t ldo) {
+  constexpr auto rows = std::make_index_sequence<16>{};
+  alignas(64) int32_t ct[3][256];
   __m512 acc[16];
-  for (int r = 0; r < 16; ++r)
-    acc[r] = _mm512_setzero_ps();
-  FV<2> scale[2];
-  FV<2> min[2] = {zero_ps<2>(), zero_ps<2>()};
-  if (nb > 0) amx_block<T, 0>(w, group, 0, x, act_stride, bt[0], ct[0], scale[0], min[0]);
-  for (int64_t b = 0; b < nb; b += 2) {
-    if (b + 1 < nb) amx_block<T, 1>(w, group, b + 1, x, act_stride, bt[1], ct[1], scale[1], min[1]);
-    amx_float_step<T>(ct[0], scale[0], min[0], x, stride, b, acc);
-    if (b + 1 >= nb) break;
-    if (b + 2 < nb) amx_block<T, 0>(w, group, b + 2, x, act_stride, bt[0], ct[0], scale[0], min[0]);
-    amx_float_step<T>(ct[1], scale[1], min[1], x, stride, b + 1, acc);
+  amx_zero(rows, acc);
+  const float* sm_b = sm;  // block b's scale and minimum vectors, and its rows' scales
+  const float* s_b = s;
+  // Block b + 2's multiply is issued, then block b + 1's dots stored, then block b's float step
+  // run: a multiply has a whole float step's time before its store, and the store as long before
+  // the loads that read it.
+  amx_issue<T, 0>(w, group, bt, sm, q, q_stride, 0);
+  if (nb > 1) amx_issue<T, 1>(w, group, bt, sm, q, q_stride, 1);
+  amx_store_dots<0>(ct[0]);
+  int64_t b = 0;
+  for (; b + 3 <= nb; b += 3) {
+    amx_issue<T, 2>(w, group, bt, sm, q, q_stride, b + 2);
+    amx_store_dots<1>(ct[1]);
+    amx_float_step<T>(rows, ct[0], sm_b, s_b, acc);
+    if (b + 3 < nb) amx_issue<T, 0>(w, group, bt, sm, q, q_stride, b + 3);
+    amx_store_dots<2>(ct[2]);
+    amx_float_step<T>(rows, ct[1], sm_b + kAmxScaleMinFloats, s_b + kAmxScaleFloats, acc);
+    if (b + 4 < nb) amx_issue<T, 1>(w, group, bt, sm, q, q_stride, b + 4);
+    if (b + 3 < nb) amx_store_dots<0>(ct[0]);
+    amx_float_step<T>(rows, ct[2], sm_b + 2 * kAmxScaleMinFloats, s_b + 2 * kAmxScaleFloats, acc);
+    sm_b += 3 * kAmxScaleMinFloats, s_b += 3 * kAmxScaleFloats;
   }
-  const auto mask = static_cast<__mmask16>((1u << (8 + valid)) - 1);
-#pragma GCC unroll 16
-  for (int r = 0; r < 16; ++r)
-    _mm512_mask_storeu_ps(out + r * ldo, mask, acc[r]);
+  // at most two blocks left: b's multiply issued and its dots stored, b + 1's multiply issued
+  if (b < nb) amx_float_step<T>(rows, ct[0], sm_b, s_b, acc);
+  if (b + 1 < nb) {
+    amx_store_dots<1>(ct[1]);
+    amx_float_step<T>(rows, ct[1], sm_b + kAmxScaleMinFloats, s_b + kAmxScaleFloats, acc);
+  }
+  amx_store(rows, acc, static_cast<__mmask16>((1u << (8 + valid)) - 1), out, ldo);
+}
+
+// A 64-byte aligned scratch buffer per thread, grown as needed.
+PAGODA_AMX uint8_t* amx_scratch(uint64_t bytes) {
+  thread_local std::vector<uint8_t> buffer;
+  if (buffer.size() < bytes + 64) buffer.resize(bytes + 64);
+  const auto at = reinterpret_cast<uintptr_t>(buffer.data());
+  return buffer.data() + ((64 - at % 64) % 64);
+}
+
+template <class T>
+PAGODA_AMX void packed_amx(uint64_t group, const uint8_t* packed, int64_t n, const AmxRows& x, int64_t nb, int64_t m,
+                           float* out, int64_t ldo) {
+  uint8_t* bt = amx_scratch(static_cast<uint64_t>(nb) * (kAmxBBytes + kAmxScaleMinFloats * sizeof(float)));
+  auto* sm = reinterpret_cast<float*>(bt + kAmxBBytes * nb);
+  const long q_stride = static_cast<long>(nb * kBlock);
+  for (int64_t j = 0; j + 8 < n; j += 16) {
+    const uint8_t* w = packed + static_cast<uint64_t>(j / 8) * group;
+    const int valid = static_cast<int>(std::min<int64_t>(8, n - j - 8));
+    for (int64_t r0 = 0; r0 < m; r0 += 16) {  // the first 16 rows unpack the pair for the others
+      amx_rows16<T>(r0 == 0 ? w : nullptr, group, bt, sm, x.q + r0 * q_stride, q_stride,
+                    x.scales + (r0 / 16) * nb * kAmxScaleFloats, nb, valid, out + r0 * ldo + j, ldo);
+    }
+  }
 }
 
 template <class T, int R>
@@ -523,22 +619,17 @@ PackedAmxFn packed_amx_kernel(DType t) {
 }
 
 void run_packed_amx(PackedAmxFn amx, const PackedTileFn tiles[4], uint64_t group, const uint8_t* packed, int64_t n,
-                    const ActBlock* x, int64_t blocks, int64_t m, float* out, int64_t ldo) {
+                    const ActBlock* x, const AmxRows& ax, int64_t blocks, int64_t m, float* out, int64_t ldo) {
   amx_begin();
-  for (int64_t r0 = 0; r0 + 16 <= m; r0 += 16) {
-    int64_t j = 0;
-    for (; j + 8 < n; j += 16) {
-      amx(packed + static_cast<uint64_t>(j / 8) * group, group, static_cast<int>(std::min<int64_t>(8, n - j - 8)),
-          x + r0 * blocks, blocks, blocks, out + r0 * ldo + j, ldo);
-    }
-    if (j >= n) continue;  // the last pair took the last group
-    // a last group of its own: the one-group kernels, four activation rows at a time
-    for (int64_t r = r0; r < r0 + 16; r += 4) {
-      tiles[3](packed + static_cast<uint64_t>(j / 8) * group, static_cast<int>(std::min<int64_t>(8, n - j)),
-               x + r * blocks, blocks, blocks, out + r * ldo + j, ldo);
-    }
-  }
+  amx(group, packed, n, ax, blocks, m, out, ldo);
   amx_end();
+  const int64_t j = n - n % 16;
+  if (j + 8 < n || j == n) return;  // no last group of its own
+  // a last group of its own: the one-group kernels, four activation rows at a time
+  for (int64_t r = 0; r < m; r += 4) {
+    tiles[3](packed + static_cast<uint64_t>(j / 8) * group, static_cast<int>(n - j), x + r * blocks, blocks, blocks,
+             out + r * ldo + j, ldo);
+  }
 }
 
 }  // namespace pagoda::cpu::qdot

@@ -27,14 +27,16 @@ void packed_pairs_vnni(DType t, PackedPairFn pairs[4]);
 // call asks Linux for): the integer block dots of 16 activation rows against two groups in one
 // tile multiply, the float step as the two-group VNNI kernels, so the same bits again.
 [[nodiscard]] bool qdot_cpu_has_amx();
-// 16 activation rows, row r at x + r * stride, against two groups as PackedPairFn.
-using PackedAmxFn = void (*)(const uint8_t* group, uint64_t group_bytes, int valid, const ActBlock* x, int64_t stride,
-                             int64_t blocks, float* out, int64_t ldo);
+// The AMX kernel of a repacked type: every two groups of the n weight rows against m activation
+// rows (a multiple of 16) in the AmxRows layout; a last odd group is left to the caller.
+using PackedAmxFn = void (*)(uint64_t group_bytes, const uint8_t* packed, int64_t n, const AmxRows& x, int64_t blocks,
+                             int64_t m, float* out, int64_t ldo);
 [[nodiscard]] PackedAmxFn packed_amx_kernel(DType t);
-// dot_rows_packed for a multiple of 16 activation rows (m): the AMX kernel over every two groups,
-// the one-group kernels `tiles` for a last odd group.
+// dot_rows_packed for a multiple of 16 activation rows (m), given both as ActBlocks (x) and in the
+// AmxRows layout (ax): the AMX kernel over every two groups, the one-group kernels `tiles` for a
+// last odd group.
 void run_packed_amx(PackedAmxFn amx, const PackedTileFn tiles[4], uint64_t group, const uint8_t* packed, int64_t n,
-                    const ActBlock* x, int64_t blocks, int64_t m, float* out, int64_t ldo);
+                    const ActBlock* x, const AmxRows& ax, int64_t blocks, int64_t m, float* out, int64_t ldo);
 #endif
 
 }  // namespace pagoda::cpu::qdot
