@@ -103,7 +103,14 @@ LLMEngine::LLMEngine(const EngineArgs& args) : args_(args), epoch_(std::chrono::
   if (args_.cpu_matmul != "float" && args_.cpu_matmul != "int8") {
     fail(ErrorCode::kInvalidArgument, "--cpu-matmul must be float or int8, got '{}'", args_.cpu_matmul);
   }
-  if (device.kind == DeviceKind::kCpu) cpu::cpu_backend().set_quantized_activations(args_.cpu_matmul == "int8");
+  if (device.kind == DeviceKind::kCpu) {
+    cpu::cpu_backend().set_quantized_activations(args_.cpu_matmul == "int8");
+    // A batch's rows are sampled on the pool that ran the step: its threads wait idle meanwhile.
+    cpu::ThreadPool& pool = cpu::cpu_backend().pool();
+    sampler_ = Sampler(pool.num_threads(), [&pool](int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+      pool.parallel_for(n, 1, fn);
+    });
+  }
   files_ = std::make_unique<ModelFiles>(ModelFiles::open(args_.model));
   const model::ModelConfig& config = files_->config();
   if (files_->tokenizer_kind() != "none") {
@@ -431,9 +438,17 @@ std::vector<RequestOutput> LLMEngine::step() {
       }
     }
     if (!sample_rows.empty()) {
-      Tensor batch = Tensor::empty(Shape{static_cast<int64_t>(sample_rows.size()), vocab_size_}, DType::kF32);
-      for (size_t i = 0; i < sources.size(); ++i)
-        std::memcpy(batch.data<float>() + i * vocab, sources[i], vocab * sizeof(float));
+      // The logits' own rows where they are the samples' in order (every row sampled once, the
+      // common case), else a copy gathering them.
+      bool in_place = true;
+      for (size_t i = 0; i < sources.size() && in_place; ++i)
+        in_place = sources[i] == data + i * vocab;
+      const auto n = static_cast<int64_t>(sample_rows.size());
+      Tensor batch = in_place ? logits.slice(0, 0, n) : Tensor::empty(Shape{n, vocab_size_}, DType::kF32);
+      if (!in_place) {
+        for (size_t i = 0; i < sources.size(); ++i)
+          std::memcpy(batch.data<float>() + i * vocab, sources[i], vocab * sizeof(float));
+      }
       const std::vector<SampleResult> results = sampler_.sample(batch, sample_rows);
       const double t = now();
       // Fork every request's other samples before any token is appended.

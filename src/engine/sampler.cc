@@ -289,7 +289,8 @@ void process_row(std::span<const float> logits, const SampleRow& row, std::span<
 
 }  // namespace detail
 
-Sampler::Sampler(int num_threads) : num_threads_(std::max(1, num_threads)) {
+Sampler::Sampler(int num_threads, ParallelFor parallel)
+    : num_threads_(std::max(1, num_threads)), parallel_(std::move(parallel)) {
   for (int t = 0; t < num_threads_; ++t)
     scratch_.push_back(std::make_unique<Scratch>());
 }
@@ -341,6 +342,13 @@ std::vector<SampleResult> Sampler::sample(const Tensor& logits, std::span<const 
     return results;
   }
   const size_t workers = std::min(static_cast<size_t>(num_threads_), rows.size());
+  if (parallel_) {  // part t takes rows [t R / W, (t + 1) R / W) with scratch t
+    parallel_(static_cast<int64_t>(workers), [&](int64_t begin, int64_t end) {
+      for (auto t = static_cast<size_t>(begin); t < static_cast<size_t>(end); ++t)
+        run(rows.size() * t / workers, rows.size() * (t + 1) / workers, *scratch_[t]);
+    });
+    return results;
+  }
   std::vector<std::exception_ptr> errors(workers);
   std::vector<std::thread> threads;
   threads.reserve(workers);

@@ -19,6 +19,7 @@
 // that is not NaN (0 for a row of NaNs).
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <random>
 #include <span>
@@ -57,9 +58,15 @@ struct SamplerScratch;  // one worker's vocabulary-sized buffers
 
 class Sampler {
  public:
-  // Threads used for large batches (rows are independent; the result never depends on it). One
-  // object serves one caller at a time (its buffers are shared by its calls).
-  explicit Sampler(int num_threads = 1);
+  // Runs fn over the parts [0, n) in parallel and returns when all are done (rethrowing the first
+  // exception): an existing pool's parallel_for. A part is never run by two threads at once.
+  using ParallelFor = std::function<void(int64_t n, const std::function<void(int64_t begin, int64_t end)>& fn)>;
+
+  // Threads used for large batches (rows are independent; the result never depends on it): new
+  // threads per call, or `parallel` (the CPU backend's pool, whose threads wait idle while the
+  // host samples) where given. One object serves one caller at a time (its buffers are shared by
+  // its calls).
+  explicit Sampler(int num_threads = 1, ParallelFor parallel = nullptr);
   ~Sampler();
   Sampler(Sampler&&) noexcept;
   Sampler& operator=(Sampler&&) noexcept;
@@ -72,6 +79,7 @@ class Sampler {
 
  private:
   int num_threads_;
+  ParallelFor parallel_;
   // Per worker, kept across calls: the workers are new threads each call, and buffers allocated
   // (and faulted in) per call cost about as much as a row's sampling.
   std::vector<std::unique_ptr<detail::SamplerScratch>> scratch_;

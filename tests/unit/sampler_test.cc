@@ -15,6 +15,7 @@
 #include <string>
 #include <vector>
 
+#include "backends/cpu/thread_pool.h"
 #include "core/error.h"
 
 namespace pagoda::engine {
@@ -484,8 +485,15 @@ TEST(SamplerSeeds, SameSeedSameDrawsWhateverTheBatch) {
 
   // Runs kSteps steps of the rows in `order` with the given threads; returns each row's draws
   // (by original index), feeding each row's draws back as its output ids.
-  auto run = [&](const std::vector<int>& order, int threads) {
-    Sampler sampler(threads);
+  // With `pool`, the rows are split over a thread pool's parallel_for, as the engine's CPU
+  // backend runs them, rather than over threads of the sampler's own.
+  auto run = [&](const std::vector<int>& order, int threads, bool pool = false) {
+    cpu::ThreadPool workers(threads);
+    Sampler sampler = pool ? Sampler(threads,
+                                     [&workers](int64_t n, const std::function<void(int64_t, int64_t)>& fn) {
+                                       workers.parallel_for(n, 1, fn);
+                                     })
+                           : Sampler(threads);
     std::vector<Generator> gens;
     for (int r = 0; r < rows; ++r)
       gens.emplace_back(1234 + static_cast<uint64_t>(r));
@@ -516,10 +524,12 @@ TEST(SamplerSeeds, SameSeedSameDrawsWhateverTheBatch) {
     std::vector<int> shuffled = order;
     std::rotate(shuffled.begin(), shuffled.begin() + threads % rows, shuffled.end());
     std::reverse(shuffled.begin(), shuffled.begin() + 4);
-    const auto together = run(shuffled, threads);
-    for (int r = 0; r < rows; ++r)
-      EXPECT_EQ(together[static_cast<size_t>(r)], alone[static_cast<size_t>(r)])
-          << "row " << r << " threads " << threads;
+    for (const bool pool : {false, true}) {
+      const auto together = run(shuffled, threads, pool);
+      for (int r = 0; r < rows; ++r)
+        EXPECT_EQ(together[static_cast<size_t>(r)], alone[static_cast<size_t>(r)])
+            << "row " << r << " threads " << threads << (pool ? " (a pool's)" : "");
+    }
   }
   // And a different seed gives different draws (the rows really are random).
   int distinct_tokens = 0;

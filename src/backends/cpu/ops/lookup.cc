@@ -1,5 +1,6 @@
 // CPU row lookups: embedding, gather_rows, and argmax over logits rows.
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -42,8 +43,14 @@ void CpuOps::gather_rows(Tensor& out, const Tensor& x, const Tensor& indices) {
   const uint64_t row_bytes = *dtype_row_bytes(x.dtype(), x.dim(1));
   const auto* src = static_cast<const uint8_t*>(x.raw_data());
   auto* dst = static_cast<uint8_t*>(out.raw_data());
-  for (int64_t i = 0; i < n; ++i)
-    std::memcpy(dst + static_cast<uint64_t>(i) * row_bytes, src + static_cast<uint64_t>(idx[i]) * row_bytes, row_bytes);
+  // over the pool in runs of at least 16 KiB (a prompt's gate/up interleave is megabytes)
+  const auto grain = static_cast<int64_t>(std::max<uint64_t>(1, 16384 / std::max<uint64_t>(1, row_bytes)));
+  pool_.parallel_for(n, grain, [&](int64_t b, int64_t e) {
+    for (int64_t i = b; i < e; ++i) {
+      std::memcpy(dst + static_cast<uint64_t>(i) * row_bytes, src + static_cast<uint64_t>(idx[i]) * row_bytes,
+                  row_bytes);
+    }
+  });
 }
 
 void CpuOps::argmax(Tensor& out, const Tensor& logits) {
