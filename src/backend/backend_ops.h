@@ -57,6 +57,13 @@ struct AttentionParams {
 
 enum class ActivationKind : uint8_t { kSilu, kGelu, kGeluTanh };
 
+// One product of a matmul_shared: out = x @ weight^T (+ bias).
+struct MatmulPart {
+  Tensor* out = nullptr;
+  const Tensor* weight = nullptr;
+  const Tensor* bias = nullptr;  // optional
+};
+
 class BackendOps {
  public:
   virtual ~BackendOps() = default;
@@ -90,6 +97,13 @@ class BackendOps {
   // (f32, f16, bf16, GGUF block types: dequantized in registers, never as a whole copy), plus
   // bias (n) f32 when given.
   virtual void matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias) = 0;
+  // matmul of one x by several weights (attention's q, k and v; an MLP's gate and up), each part
+  // bit for bit what its own matmul gives. A backend may do the work on x once (the CPU's integer
+  // path quantizes it once) and run the parts as one job.
+  virtual void matmul_shared(const Tensor& x, std::span<const MatmulPart> parts) {
+    for (const MatmulPart& p : parts)
+      matmul(*p.out, x, *p.weight, p.bias);
+  }
 
   // out = a + b (same shapes); out may alias a or b.
   virtual void add(Tensor& out, const Tensor& a, const Tensor& b) = 0;

@@ -9,6 +9,11 @@ namespace pagoda::ops {
 // share memory with x.
 void matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias = nullptr);
 
+// matmul of one x by several weights: parts[i].out = x @ parts[i].weight^T + parts[i].bias, each
+// exactly what matmul gives it, the outputs disjoint from each other and from x; the backend may
+// share the work on x between them.
+void matmul_shared(const Tensor& x, std::span<const MatmulPart> parts);
+
 // matmul whose weight must be a block-quantized type: for call sites that mean to use one.
 void quant_matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias = nullptr);
 

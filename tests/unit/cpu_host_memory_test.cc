@@ -20,6 +20,7 @@
 #include "backends/cpu/quant/bf16dot.h"
 #include "backends/cpu/quant/float_convert.h"
 #include "backends/cpu/quant/qdot.h"
+#include "core/error.h"
 #include "core/mapped_file.h"
 #include "core/tensor.h"
 #include "ops/ops.h"
@@ -163,6 +164,81 @@ TEST(CpuPackedWeights, MappedBf16WeightsAreRepackedWhereTheCpuHasABf16Kernel) {
     }
     check_repacked(DType::kBF16, n, k, w);
   }
+}
+
+// matmul_shared of file-mapped (so repacked) weights of different types gives each part the bits of
+// its own matmul, with the integer path on (x quantized once, the parts one job; 16 rows and more
+// take the AMX kernels where the CPU has them) and off; outputs that overlap are refused.
+TEST(CpuPackedWeights, SharedMatmulGivesEachPartItsOwnBits) {
+  auto& backend = cpu_backend();
+  const bool saved = backend.quantized_activations();
+  const int64_t k = 256;
+  struct Part {
+    DType t;
+    int64_t n;
+    uint64_t offset = 0;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<Part> parts = {{DType::kQ4_1, 40, 0, {}}, {DType::kQ8_0, 24, 0, {}}, {DType::kQ4_K, 21, 0, {}}};
+  std::mt19937 rng(9);
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("pagoda_shared_" + std::to_string(::getpid()) + ".bin")).string();
+  {
+    std::ofstream f(path, std::ios::binary);
+    uint64_t at = 0;
+    for (Part& p : parts) {
+      p.offset = at;
+      p.bytes.resize(*dtype_row_bytes(p.t, k) * static_cast<uint64_t>(p.n));
+      for (auto& v : p.bytes)
+        v = static_cast<uint8_t>(rng());
+      const uint64_t block = *dtype_row_bytes(p.t, dtype_block_size(p.t));
+      for (uint64_t b = 0; b < p.bytes.size() / block; ++b) {  // finite f16 scales (and minimums): 0.01
+        for (int h = 0; h < (p.t == DType::kQ8_0 ? 1 : 2); ++h) {
+          p.bytes[b * block + 2 * h] = 0x1f;
+          p.bytes[b * block + 2 * h + 1] = 0x21;
+        }
+      }
+      f.write(reinterpret_cast<const char*>(p.bytes.data()), static_cast<std::streamsize>(p.bytes.size()));
+      at += p.bytes.size();
+    }
+  }
+  const auto file = MappedFile::open(path);
+  for (const bool int8 : {true, false}) {
+    backend.set_quantized_activations(int8);
+    for (const int64_t m : {3, 16, 40, 70}) {
+      Tensor x = Tensor::empty(Shape{m, k}, DType::kF32);
+      for (int64_t i = 0; i < m * k; ++i)
+        x.data<float>()[i] = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
+      std::vector<Tensor> weights, in_memory, got, want;
+      std::vector<MatmulPart> shared;
+      for (const Part& p : parts) {
+        weights.push_back(
+            Tensor::from_storage(map_file_storage(file, p.offset, p.bytes.size()), 0, Shape{p.n, k}, p.t));
+        in_memory.push_back(Tensor::empty(Shape{p.n, k}, p.t));
+        std::memcpy(in_memory.back().raw_data(), p.bytes.data(), p.bytes.size());
+        got.push_back(Tensor::empty(Shape{m, p.n}, DType::kF32));
+        want.push_back(Tensor::empty(Shape{m, p.n}, DType::kF32));
+      }
+      for (size_t i = 0; i < parts.size(); ++i) {
+        ops::matmul(want[i], x, in_memory[i]);
+        shared.push_back({&got[i], &weights[i], nullptr});
+      }
+      ops::matmul_shared(x, shared);
+      for (size_t i = 0; i < parts.size(); ++i) {
+        EXPECT_EQ(std::memcmp(got[i].raw_data(), want[i].raw_data(), static_cast<size_t>(m * parts[i].n) * 4), 0)
+            << dtype_name(parts[i].t) << " m " << m << (int8 ? " int8" : " float");
+      }
+    }
+  }
+  backend.set_quantized_activations(saved);
+  Tensor x = Tensor::empty(Shape{2, k}, DType::kF32);
+  Tensor w = Tensor::empty(Shape{8, k}, DType::kF32);
+  Tensor out = Tensor::empty(Shape{2, 8}, DType::kF32);
+  const std::vector<MatmulPart> overlapping = {{&out, &w, nullptr}, {&out, &w, nullptr}};
+  EXPECT_THROW(ops::matmul_shared(x, overlapping), Error);
+  const std::vector<MatmulPart> no_weight = {{&out, nullptr, nullptr}};
+  EXPECT_THROW(ops::matmul_shared(x, no_weight), Error);
+  std::filesystem::remove(path);
 }
 
 }  // namespace

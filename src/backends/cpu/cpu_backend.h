@@ -38,6 +38,7 @@ class CpuOps final : public BackendOps {
   void act_and_mul(Tensor& out, const Tensor& x, ActivationKind act) override;
   void activation(Tensor& out, const Tensor& x, ActivationKind act) override;
   void matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias) override;
+  void matmul_shared(const Tensor& x, std::span<const MatmulPart> parts) override;
   void add(Tensor& out, const Tensor& a, const Tensor& b) override;
   void scale(Tensor& x, float s) override;
   void softcap(Tensor& x, float cap) override;

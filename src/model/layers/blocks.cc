@@ -37,6 +37,13 @@ void linear(Tensor& out, const Tensor& x, const Linear& l) {
   ops::matmul(out, x, l.weight, l.bias.defined() ? &l.bias : nullptr);
 }
 
+void linear_shared(const Tensor& x, std::initializer_list<std::pair<Tensor*, const Linear*>> outs) {
+  std::vector<MatmulPart> parts;
+  for (const auto& [out, l] : outs)
+    parts.push_back({out, &l->weight, l->bias.defined() ? &l->bias : nullptr});
+  ops::matmul_shared(x, parts);
+}
+
 std::optional<Linear> stack_rows(const Linear& a, const Linear& b) {
   const Tensor& wa = a.weight;
   const Tensor& wb = b.weight;
@@ -89,9 +96,7 @@ Tensor attention(Step& step, const Tensor& x, const AttentionWeights& w, const A
   Tensor q = step.empty(Shape{tokens, spec.num_heads * hd});
   Tensor k = step.empty(Shape{tokens, spec.num_kv_heads * hd});
   Tensor v = step.empty(Shape{tokens, spec.num_kv_heads * hd});
-  linear(q, x, w.q);
-  linear(k, x, w.k);
-  linear(v, x, w.v);
+  linear_shared(x, {{&q, &w.q}, {&k, &w.k}, {&v, &w.v}});
 
   Tensor q3 = q.view(Shape{tokens, spec.num_heads, hd});
   Tensor k3 = k.view(Shape{tokens, spec.num_kv_heads, hd});
@@ -133,8 +138,7 @@ Tensor mlp(Step& step, const Tensor& x, const MlpWeights& w) {
     Tensor stacked = step.empty(Shape{2 * tokens, inter});
     Tensor gate = stacked.slice(0, 0, tokens);
     Tensor up = stacked.slice(0, tokens, 2 * tokens);
-    linear(gate, x, w.gate);
-    linear(up, x, w.up);
+    linear_shared(x, {{&gate, &w.gate}, {&up, &w.up}});
     Tensor rows = step.empty(Shape{2 * tokens, inter});
     ops::gather_rows(rows, stacked, step.gate_up_interleave);
     ops::act_and_mul(act, rows.view(Shape{tokens, 2 * inter}), w.act);

@@ -6,7 +6,9 @@
 // tokens of the step.
 
 #include <cstdint>
+#include <initializer_list>
 #include <optional>
+#include <utility>
 #include <vector>
 
 #include "backend/backend_ops.h"
@@ -38,6 +40,8 @@ void prepare_step(Step& step);
 [[nodiscard]] ActivationKind activation_kind(Activation a);
 
 void linear(Tensor& out, const Tensor& x, const Linear& l);
+// linear of one x by several weights (ops::matmul_shared): each out exactly what linear gives it.
+void linear_shared(const Tensor& x, std::initializer_list<std::pair<Tensor*, const Linear*>> outs);
 
 struct AttentionWeights {
   Linear q, k, v, o;

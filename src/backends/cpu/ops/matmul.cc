@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <span>
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
@@ -73,51 +74,110 @@ void for_each_task(ThreadPool& pool, int64_t n, int64_t m, int64_t tile, Fn&& fn
   });
 }
 
+// Activation rows quantized once for one or more integer matmuls.
+struct Int8Rows {
+  int64_t m = 0, k = 0, blocks = 0;
+  std::vector<qdot::ActBlock> xq;
+  std::vector<int32_t> half;  // Q6_K's repacked kernel also takes the blocks' half sums
+  bool amx = false;           // the AMX kernels' layout of the rows (qdot::AmxRows)
+  std::vector<int8_t> amx_q;
+  std::vector<float> amx_scales;
+};
+
+// One weight of an integer matmul.
+struct Int8Part {
+  const uint8_t* w;
+  DType wtype;
+  int64_t n;
+  const float* bias;
+  float* out;
+  int64_t ldo;
+  const uint8_t* packed;
+};
+
+// Quantizes the m rows for the parts' kernels: the half sums and the AMX layout where some part's
+// kernel reads them, computed here, once, while the rows just quantized are in cache (not per task).
+void quantize_rows(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, int64_t k, std::span<const Int8Part> parts,
+                   Int8Rows& rows) {
+  rows.m = m, rows.k = k, rows.blocks = k / qdot::kBlock;
+  const int64_t blocks = rows.blocks;
+  bool half = false;
+  for (const Int8Part& p : parts) {
+    half = half || (p.packed != nullptr && qdot::needs_half_sums(p.wtype));
+    rows.amx = rows.amx || (p.packed != nullptr && qdot::uses_amx(p.wtype, m));
+  }
+  rows.xq.resize(static_cast<size_t>(m * blocks));
+  rows.half.resize(half ? rows.xq.size() : 0);
+  rows.amx_q.resize(rows.amx ? static_cast<size_t>(m * k) : 0);
+  rows.amx_scales.resize(rows.amx ? static_cast<size_t>((m + 15) / 16 * blocks * qdot::kAmxScaleFloats) : 0);
+  // (ranges of whole groups of 16 rows for the AMX layout, whose groups share cache lines)
+  pool.parallel_for(m, rows.amx ? 16 : 8, [&](int64_t begin, int64_t end) {
+    for (int64_t i = begin; i < end; ++i)
+      qdot::quantize_row(x + i * ldx, rows.xq.data() + i * blocks, k);
+    if (!rows.half.empty())
+      qdot::half_sums(rows.xq.data() + begin * blocks, (end - begin) * blocks, rows.half.data() + begin * blocks);
+    if (rows.amx) qdot::amx_rows_layout(rows.xq.data(), blocks, begin, end, rows.amx_q.data(), rows.amx_scales.data());
+  });
+}
+
+// Weight rows per task: about 16 KiB of weight blocks, which stay in L1 while the task's
+// activation rows pass over them four at a time. 16 or 32, whole pairs of groups for the
+// two-group and AMX kernels: with 8, a 1152-byte Q4_K row of k = 2048 gave tasks of one group,
+// which those never took, and with 24 (a 612-byte Q8_0 row of k = 576) every task's third group
+// went to the one-group kernel.
+int64_t int8_tile(DType wtype, int64_t k) {
+  const uint64_t row_bytes = *dtype_row_bytes(wtype, k);
+  const int64_t fit = static_cast<int64_t>(16384 / std::max<uint64_t>(1, row_bytes));
+  return std::clamp<int64_t>((fit + 8) & ~int64_t{15}, 16, 32);
+}
+
+// Every part's tasks (tiles of its weight rows against blocks of kRowBlock rows) as one job.
+void run_int8_parts(ThreadPool& pool, const Int8Rows& rows, std::span<const Int8Part> parts) {
+  const int64_t m = rows.m, k = rows.k, blocks = rows.blocks;
+  const int64_t row_blocks = (m + kRowBlock - 1) / kRowBlock;
+  std::vector<int64_t> first_task(parts.size() + 1, 0);  // part p's tasks start at first_task[p]
+  for (size_t p = 0; p < parts.size(); ++p) {
+    const int64_t tile = int8_tile(parts[p].wtype, k);
+    first_task[p + 1] = first_task[p] + (parts[p].n + tile - 1) / tile * row_blocks;
+  }
+  pool.parallel_for(first_task.back(), 1, [&](int64_t begin, int64_t end) {
+    size_t p = 0;
+    for (int64_t task = begin; task < end; ++task) {
+      while (task >= first_task[p + 1])
+        ++p;
+      const Int8Part& part = parts[p];
+      const int64_t tile = int8_tile(part.wtype, k);
+      const int64_t local = task - first_task[p];
+      const int64_t j0 = local / row_blocks * tile;
+      const int64_t i0 = local % row_blocks * kRowBlock;
+      const int64_t count = std::min(kRowBlock, m - i0);
+      const int64_t n_rows = std::min(tile, part.n - j0);
+      float* o = part.out + i0 * part.ldo + j0;
+      const qdot::ActBlock* xt = rows.xq.data() + i0 * blocks;
+      if (part.packed != nullptr) {  // j0 is a multiple of eight: the start of a packed group
+        // i0 is a multiple of kRowBlock, so of the AMX layout's 16-row groups
+        const qdot::AmxRows amx{rows.amx_q.data() + i0 * k,
+                                rows.amx_scales.data() + i0 / 16 * blocks * qdot::kAmxScaleFloats};
+        const uint64_t group_bytes = qdot::packed_group_bytes(part.wtype, blocks);
+        qdot::dot_rows_packed(part.wtype, part.packed + static_cast<uint64_t>(j0 / 8) * group_bytes, n_rows, xt, blocks,
+                              count, o, part.ldo, rows.half.empty() ? nullptr : rows.half.data() + i0 * blocks,
+                              rows.amx ? &amx : nullptr);
+      } else {
+        const uint64_t row_bytes = *dtype_row_bytes(part.wtype, k);
+        qdot::dot_rows(part.wtype, part.w + static_cast<uint64_t>(j0) * row_bytes, row_bytes, n_rows, xt, blocks, count,
+                       o, part.ldo);
+      }
+      add_bias(part.bias, j0, n_rows, count, o, part.ldo);
+    }
+  });
+}
+
 void gemm_int8(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const uint8_t* w, DType wtype, int64_t n,
                int64_t k, const float* bias, float* out, int64_t ldo, const uint8_t* packed) {
-  const uint64_t row_bytes = *dtype_row_bytes(wtype, k);
-  const int64_t blocks = k / qdot::kBlock;
-  std::vector<qdot::ActBlock> xq(static_cast<size_t>(m * blocks));
-  // Q6_K's repacked kernel also takes the activation blocks' half sums: computed here, once per
-  // matmul, while the rows just quantized are in cache (not per task).
-  std::vector<int32_t> half(packed != nullptr && qdot::needs_half_sums(wtype) ? xq.size() : 0);
-  // The AMX kernels read the rows in their own layout: written here too, once per matmul.
-  const bool amx = packed != nullptr && qdot::uses_amx(wtype, m);
-  std::vector<int8_t> amx_q(amx ? static_cast<size_t>(m * k) : 0);
-  std::vector<float> amx_scales(amx ? static_cast<size_t>((m + 15) / 16 * blocks * qdot::kAmxScaleFloats) : 0);
-  // (ranges of whole groups of 16 rows for the AMX layout, whose groups share cache lines)
-  pool.parallel_for(m, amx ? 16 : 8, [&](int64_t begin, int64_t end) {
-    for (int64_t i = begin; i < end; ++i)
-      qdot::quantize_row(x + i * ldx, xq.data() + i * blocks, k);
-    if (!half.empty())
-      qdot::half_sums(xq.data() + begin * blocks, (end - begin) * blocks, half.data() + begin * blocks);
-    if (amx) qdot::amx_rows_layout(xq.data(), blocks, begin, end, amx_q.data(), amx_scales.data());
-  });
-  // Weight rows per tile: about 16 KiB of weight blocks, which stay in L1 while the task's
-  // activation rows pass over them four at a time; a multiple of eight (the kernels' group of
-  // weight rows).
-  // 16 or 32, whole pairs of groups for the two-group and AMX kernels: with 8, a 1152-byte Q4_K row
-  // of k = 2048 gave tasks of one group, which those never took, and with 24 (a 612-byte Q8_0 row
-  // of k = 576) every task's third group went to the one-group kernel.
-  const int64_t fit = static_cast<int64_t>(16384 / std::max<uint64_t>(1, row_bytes));
-  const int64_t tile = std::clamp<int64_t>((fit + 8) & ~int64_t{15}, 16, 32);
-  const uint64_t group_bytes = packed != nullptr ? qdot::packed_group_bytes(wtype, blocks) : 0;
-  for_each_task(pool, n, m, tile, [&](const Task& task) {
-    float* o = out + task.i0 * ldo + task.j0;
-    const qdot::ActBlock* xt = xq.data() + task.i0 * blocks;
-    if (packed != nullptr) {  // j0 is a multiple of eight: the start of a packed group
-      // i0 is a multiple of kRowBlock, so of the AMX layout's 16-row groups
-      const qdot::AmxRows rows{amx_q.data() + task.i0 * k,
-                               amx_scales.data() + task.i0 / 16 * blocks * qdot::kAmxScaleFloats};
-      qdot::dot_rows_packed(wtype, packed + static_cast<uint64_t>(task.j0 / 8) * group_bytes, task.rows, xt, blocks,
-                            task.count, o, ldo, half.empty() ? nullptr : half.data() + task.i0 * blocks,
-                            amx ? &rows : nullptr);
-    } else {
-      qdot::dot_rows(wtype, w + static_cast<uint64_t>(task.j0) * row_bytes, row_bytes, task.rows, xt, blocks,
-                     task.count, o, ldo);
-    }
-    add_bias(bias, task.j0, task.rows, task.count, o, ldo);
-  });
+  const Int8Part part{w, wtype, n, bias, out, ldo, packed};
+  Int8Rows rows;
+  quantize_rows(pool, x, ldx, m, k, {&part, 1}, rows);
+  run_int8_parts(pool, rows, {&part, 1});
 }
 
 // bf16 weights against activations rounded to bf16 (bf16dot.h). Tasks as in gemm_int8, a tile
@@ -217,6 +277,29 @@ void CpuOps::matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Te
   const uint8_t* packed = reduced ? packed_.get(weight, n, k) : nullptr;
   gemm(pool_, x.data<float>(), k, m, weight.raw_data(), weight.dtype(), n, k,
        bias != nullptr ? bias->data<float>() : nullptr, out.data<float>(), n, quantize_activations_, packed);
+}
+
+void CpuOps::matmul_shared(const Tensor& x, std::span<const MatmulPart> parts) {
+  const int64_t k = x.dim(-1);
+  const int64_t m = k == 0 ? 0 : x.numel() / k;
+  bool shared = quantize_activations_ && m > 0 && parts.size() > 1;
+  for (const MatmulPart& p : parts)
+    shared = shared && uses_int8_kernel(p.weight->dtype(), k) && p.weight->dim(0) > 0;
+  if (!shared) {
+    BackendOps::matmul_shared(x, parts);
+    return;
+  }
+  // The integer path for every part: x quantized once, the parts' tasks one job.
+  std::vector<Int8Part> int8;
+  for (const MatmulPart& p : parts) {
+    const int64_t n = p.weight->dim(0);
+    int8.push_back({static_cast<const uint8_t*>(p.weight->raw_data()), p.weight->dtype(), n,
+                    p.bias != nullptr ? p.bias->data<float>() : nullptr, p.out->data<float>(), n,
+                    packed_.get(*p.weight, n, k)});
+  }
+  Int8Rows rows;
+  quantize_rows(pool_, x.data<float>(), k, m, k, int8, rows);
+  run_int8_parts(pool_, rows, int8);
 }
 
 }  // namespace pagoda::cpu
