@@ -20,6 +20,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <memory>
 #include <span>
 #include <vector>
 
@@ -74,14 +75,32 @@ void for_each_task(ThreadPool& pool, int64_t n, int64_t m, int64_t tile, Fn&& fn
   });
 }
 
-// Activation rows quantized once for one or more integer matmuls.
+// A buffer kept across calls: a prompt's rows are megabytes, which a new vector would fault in and
+// zero on every matmul. Grown as needed, never initialised.
+template <class T>
+class Scratch {
+ public:
+  T* get(size_t n) {
+    if (n > size_) {
+      data_ = std::make_unique_for_overwrite<T[]>(n);
+      size_ = n;
+    }
+    return data_.get();
+  }
+
+ private:
+  std::unique_ptr<T[]> data_;
+  size_t size_ = 0;
+};
+
+// Activation rows quantized once for one or more integer matmuls (buffers of the calling thread,
+// valid until its next matmul).
 struct Int8Rows {
   int64_t m = 0, k = 0, blocks = 0;
-  std::vector<qdot::ActBlock> xq;
-  std::vector<int32_t> half;  // Q6_K's repacked kernel also takes the blocks' half sums
-  bool amx = false;           // the AMX kernels' layout of the rows (qdot::AmxRows)
-  std::vector<int8_t> amx_q;
-  std::vector<float> amx_scales;
+  qdot::ActBlock* xq = nullptr;
+  int32_t* half = nullptr;  // Q6_K's repacked kernel also takes the blocks' half sums
+  int8_t* amx_q = nullptr;  // the AMX kernels' layout of the rows (qdot::AmxRows)
+  float* amx_scales = nullptr;
 };
 
 // One weight of an integer matmul.
@@ -99,24 +118,29 @@ struct Int8Part {
 // kernel reads them, computed here, once, while the rows just quantized are in cache (not per task).
 void quantize_rows(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, int64_t k, std::span<const Int8Part> parts,
                    Int8Rows& rows) {
+  thread_local Scratch<qdot::ActBlock> xq;
+  thread_local Scratch<int32_t> half;
+  thread_local Scratch<int8_t> amx_q;
+  thread_local Scratch<float> amx_scales;
   rows.m = m, rows.k = k, rows.blocks = k / qdot::kBlock;
   const int64_t blocks = rows.blocks;
-  bool half = false;
+  bool halves = false, amx = false;
   for (const Int8Part& p : parts) {
-    half = half || (p.packed != nullptr && qdot::needs_half_sums(p.wtype));
-    rows.amx = rows.amx || (p.packed != nullptr && qdot::uses_amx(p.wtype, m));
+    halves = halves || (p.packed != nullptr && qdot::needs_half_sums(p.wtype));
+    amx = amx || (p.packed != nullptr && qdot::uses_amx(p.wtype, m));
   }
-  rows.xq.resize(static_cast<size_t>(m * blocks));
-  rows.half.resize(half ? rows.xq.size() : 0);
-  rows.amx_q.resize(rows.amx ? static_cast<size_t>(m * k) : 0);
-  rows.amx_scales.resize(rows.amx ? static_cast<size_t>((m + 15) / 16 * blocks * qdot::kAmxScaleFloats) : 0);
+  const auto count = static_cast<size_t>(m * blocks);
+  rows.xq = xq.get(count);
+  rows.half = halves ? half.get(count) : nullptr;
+  rows.amx_q = amx ? amx_q.get(static_cast<size_t>(m * k)) : nullptr;
+  rows.amx_scales = amx ? amx_scales.get(static_cast<size_t>((m + 15) / 16 * blocks * qdot::kAmxScaleFloats)) : nullptr;
   // (ranges of whole groups of 16 rows for the AMX layout, whose groups share cache lines)
-  pool.parallel_for(m, rows.amx ? 16 : 8, [&](int64_t begin, int64_t end) {
+  pool.parallel_for(m, amx ? 16 : 8, [&](int64_t begin, int64_t end) {
     for (int64_t i = begin; i < end; ++i)
-      qdot::quantize_row(x + i * ldx, rows.xq.data() + i * blocks, k);
-    if (!rows.half.empty())
-      qdot::half_sums(rows.xq.data() + begin * blocks, (end - begin) * blocks, rows.half.data() + begin * blocks);
-    if (rows.amx) qdot::amx_rows_layout(rows.xq.data(), blocks, begin, end, rows.amx_q.data(), rows.amx_scales.data());
+      qdot::quantize_row(x + i * ldx, rows.xq + i * blocks, k);
+    if (rows.half != nullptr)
+      qdot::half_sums(rows.xq + begin * blocks, (end - begin) * blocks, rows.half + begin * blocks);
+    if (rows.amx_q != nullptr) qdot::amx_rows_layout(rows.xq, blocks, begin, end, rows.amx_q, rows.amx_scales);
   });
 }
 
@@ -135,37 +159,41 @@ int64_t int8_tile(DType wtype, int64_t k) {
 void run_int8_parts(ThreadPool& pool, const Int8Rows& rows, std::span<const Int8Part> parts) {
   const int64_t m = rows.m, k = rows.k, blocks = rows.blocks;
   const int64_t row_blocks = (m + kRowBlock - 1) / kRowBlock;
-  std::vector<int64_t> first_task(parts.size() + 1, 0);  // part p's tasks start at first_task[p]
+  struct Layout {
+    int64_t first_task, tile;
+    uint64_t row_bytes, group_bytes;
+  };
+  std::vector<Layout> layout(parts.size() + 1);  // part p's tasks start at layout[p].first_task
   for (size_t p = 0; p < parts.size(); ++p) {
-    const int64_t tile = int8_tile(parts[p].wtype, k);
-    first_task[p + 1] = first_task[p] + (parts[p].n + tile - 1) / tile * row_blocks;
+    Layout& l = layout[p];
+    l.tile = int8_tile(parts[p].wtype, k);
+    l.row_bytes = *dtype_row_bytes(parts[p].wtype, k);
+    l.group_bytes = parts[p].packed != nullptr ? qdot::packed_group_bytes(parts[p].wtype, blocks) : 0;
+    layout[p + 1].first_task = l.first_task + (parts[p].n + l.tile - 1) / l.tile * row_blocks;
   }
-  pool.parallel_for(first_task.back(), 1, [&](int64_t begin, int64_t end) {
+  pool.parallel_for(layout.back().first_task, 1, [&](int64_t begin, int64_t end) {
     size_t p = 0;
     for (int64_t task = begin; task < end; ++task) {
-      while (task >= first_task[p + 1])
+      while (task >= layout[p + 1].first_task)
         ++p;
       const Int8Part& part = parts[p];
-      const int64_t tile = int8_tile(part.wtype, k);
-      const int64_t local = task - first_task[p];
-      const int64_t j0 = local / row_blocks * tile;
+      const Layout& l = layout[p];
+      const int64_t local = task - l.first_task;
+      const int64_t j0 = local / row_blocks * l.tile;
       const int64_t i0 = local % row_blocks * kRowBlock;
       const int64_t count = std::min(kRowBlock, m - i0);
-      const int64_t n_rows = std::min(tile, part.n - j0);
+      const int64_t n_rows = std::min(l.tile, part.n - j0);
       float* o = part.out + i0 * part.ldo + j0;
-      const qdot::ActBlock* xt = rows.xq.data() + i0 * blocks;
+      const qdot::ActBlock* xt = rows.xq + i0 * blocks;
       if (part.packed != nullptr) {  // j0 is a multiple of eight: the start of a packed group
         // i0 is a multiple of kRowBlock, so of the AMX layout's 16-row groups
-        const qdot::AmxRows amx{rows.amx_q.data() + i0 * k,
-                                rows.amx_scales.data() + i0 / 16 * blocks * qdot::kAmxScaleFloats};
-        const uint64_t group_bytes = qdot::packed_group_bytes(part.wtype, blocks);
-        qdot::dot_rows_packed(part.wtype, part.packed + static_cast<uint64_t>(j0 / 8) * group_bytes, n_rows, xt, blocks,
-                              count, o, part.ldo, rows.half.empty() ? nullptr : rows.half.data() + i0 * blocks,
-                              rows.amx ? &amx : nullptr);
+        const qdot::AmxRows amx{rows.amx_q + i0 * k, rows.amx_scales + i0 / 16 * blocks * qdot::kAmxScaleFloats};
+        qdot::dot_rows_packed(part.wtype, part.packed + static_cast<uint64_t>(j0 / 8) * l.group_bytes, n_rows, xt,
+                              blocks, count, o, part.ldo, rows.half != nullptr ? rows.half + i0 * blocks : nullptr,
+                              rows.amx_q != nullptr ? &amx : nullptr);
       } else {
-        const uint64_t row_bytes = *dtype_row_bytes(part.wtype, k);
-        qdot::dot_rows(part.wtype, part.w + static_cast<uint64_t>(j0) * row_bytes, row_bytes, n_rows, xt, blocks, count,
-                       o, part.ldo);
+        qdot::dot_rows(part.wtype, part.w + static_cast<uint64_t>(j0) * l.row_bytes, l.row_bytes, n_rows, xt, blocks,
+                       count, o, part.ldo);
       }
       add_bias(part.bias, j0, n_rows, count, o, part.ldo);
     }
