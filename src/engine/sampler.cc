@@ -1,5 +1,9 @@
 #include "engine/sampler.h"
 
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+#include <immintrin.h>
+#endif
+
 #include <algorithm>
 #include <bit>
 #include <cmath>
@@ -106,22 +110,44 @@ int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch&
   detail::exp_nonpositive(s.a, s.w);
   s.candidates.resize(vocab);
   size_t kept = 0;
-  for (size_t i = 0; i < vocab; ++i) {
-    double& w = s.w[i];
-    if (!(s.a[i] >= -708.0)) {  // rare: NaN, an infinite top, or far below it
-      const double v = x[i];
-      if (std::isnan(v)) {
-        w = 0.0;
-      } else if (top == kInf) {
-        w = v == kInf ? 1.0 : 0.0;
-      } else {
-        w = std::exp(s.a[i]);
+  const auto settle = [&](size_t begin, size_t end) {
+    for (size_t i = begin; i < end; ++i) {
+      double& w = s.w[i];
+      if (!(s.a[i] >= -708.0)) {  // rare: NaN, an infinite top, or far below it
+        const double v = x[i];
+        if (std::isnan(v)) {
+          w = 0.0;
+        } else if (top == kInf) {
+          w = v == kInf ? 1.0 : 0.0;
+        } else {
+          w = std::exp(s.a[i]);
+        }
       }
+      // written always, counted when kept: no branch on the weight
+      s.candidates[kept] = static_cast<int32_t>(i);
+      kept += static_cast<size_t>(w > 0.0 && !(w < p.min_p));
     }
-    // written always, counted when kept: no branch on the weight
-    s.candidates[kept] = static_cast<int32_t>(i);
-    kept += static_cast<size_t>(w > 0.0 && !(w < p.min_p));
+  };
+  size_t i = 0;
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+  // Eight at a time where none is rare: the kept ids compressed into place (the same ids as the
+  // loop above writes and counts).
+  const __m512d floor = _mm512_set1_pd(-708.0);
+  const __m512d min_p = _mm512_set1_pd(p.min_p);
+  __m256i ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+  for (; i + 8 <= vocab; i += 8, ids = _mm256_add_epi32(ids, _mm256_set1_epi32(8))) {
+    if (_mm512_cmp_pd_mask(_mm512_loadu_pd(s.a.data() + i), floor, _CMP_GE_OQ) != 0xff) {
+      settle(i, i + 8);
+      continue;
+    }
+    const __m512d w = _mm512_loadu_pd(s.w.data() + i);
+    const __mmask8 keep = static_cast<__mmask8>(_mm512_cmp_pd_mask(w, _mm512_setzero_pd(), _CMP_GT_OQ) &
+                                                _mm512_cmp_pd_mask(w, min_p, _CMP_NLT_UQ));
+    _mm256_mask_compressstoreu_epi32(s.candidates.data() + kept, keep, ids);
+    kept += static_cast<size_t>(std::popcount(static_cast<unsigned>(keep)));
   }
+#endif
+  settle(i, vocab);
   s.candidates.resize(kept);
   const std::span<const double> w = s.w;
   std::vector<int32_t>& cand = s.candidates;

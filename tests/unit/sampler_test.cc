@@ -556,9 +556,10 @@ TEST(SamplerDraw, SameTokenAsASequentialSearch) {
   logits[100] = kNaN;
   logits[2999] = -1e30f;  // far below the top: weight 0, never drawn
   const Tensor t = make_logits({logits});
-  for (const double temperature : {1.0, 0.7, 1.9}) {
+  for (const auto& [temperature, min_p] : {std::pair{1.0, 0.0}, {0.7, 0.0}, {1.9, 0.0}, {1.0, 0.05}}) {
     SamplingParams p;
     p.temperature = temperature;
+    p.min_p = min_p;
     p.validate(vocab);
     double top = -std::numeric_limits<double>::infinity();
     for (float v : logits)
@@ -573,6 +574,7 @@ TEST(SamplerDraw, SameTokenAsASequentialSearch) {
         w[i] = 0.0;
       else if (!(a[i] >= -708.0))
         w[i] = std::exp(a[i]);
+      if (w[i] < min_p) w[i] = 0.0;  // min_p against the top's weight, 1
     }
     Sampler sampler;
     int distinct = 0;
@@ -593,11 +595,11 @@ TEST(SamplerDraw, SameTokenAsASequentialSearch) {
         mass += w[i];
         if (target < mass) want = static_cast<int32_t>(i);
       }
-      ASSERT_EQ(got, want) << "temperature " << temperature << " seed " << seed;
+      ASSERT_EQ(got, want) << "temperature " << temperature << " min_p " << min_p << " seed " << seed;
       distinct += seen[static_cast<size_t>(got)] ? 0 : 1;
       seen[static_cast<size_t>(got)] = true;
     }
-    EXPECT_GT(distinct, 50) << "temperature " << temperature;  // the draws really spread
+    EXPECT_GT(distinct, 20) << "temperature " << temperature;  // the draws really spread
   }
 }
 
