@@ -110,15 +110,15 @@ void run_lanes(const uint8_t* packed, int64_t n, int64_t k, const uint16_t* x, i
 // AMX-BF16: tiles 0-3 accumulate C for up to two blocks of 16 activation rows (A in tiles 4, 5)
 // against up to two groups (B in tiles 6, 7), over every chunk of k; `tdpbf16ps` adds each
 // output's 16 pairs of a chunk in order. Each tile is 16 rows of 64 bytes.
+// The tiles stay configured after the call (amx_config.h, use_tile_config).
 PAGODA_AMX_BF16 void amx_begin() {
-  TileConfig cfg;
-  for (int t = 0; t < 8; ++t)
-    cfg.colsb[t] = 64, cfg.rows[t] = 16;
-  load_tile_config(cfg);
-}
-
-PAGODA_AMX_BF16 void amx_end() {
-  _tile_release();
+  static const TileConfig cfg = [] {
+    TileConfig c;
+    for (int t = 0; t < 8; ++t)
+      c.colsb[t] = 64, c.rows[t] = 16;
+    return c;
+  }();
+  use_tile_config(cfg);
 }
 
 // C for MA blocks of 16 activation rows (x, row stride kp elements) against NB groups, into c
@@ -183,7 +183,6 @@ void run_amx(const uint8_t* packed, int64_t n, int64_t k, const uint16_t* x, int
         std::memcpy(out + (r0 + r) * ldo + j, c + r * 32, static_cast<size_t>(cols) * sizeof(float));
     }
   }
-  amx_end();
 }
 
 // fp32_to_bf16 on eight floats, the same integer steps: add 0x7fff plus the kept part's lowest bit

@@ -382,21 +382,21 @@ PAGODA_VNNI void packed_vnni(const uint8_t* w, uint64_t group, int valid, const 
 // accumulators stay in registers: they are indexed only by constants (index_sequence), since GCC
 // keeps a loop-indexed vector array in memory, through every tile store's memory clobber.
 
-// The tile shapes every AMX kernel uses (loading a configuration costs about as much as a block's
-// work, so a call of run_packed_amx loads it once), and the tiles' release after the last use.
+// The tile shapes every AMX kernel uses, loaded where the thread's tiles hold other shapes (or
+// none): loading them costs about as much as a block's work (amx_config.h, use_tile_config). The
+// tiles stay configured after the call.
 PAGODA_AMX void amx_begin() {
-  TileConfig cfg;
-  for (int t = 0; t < 2; ++t) {
-    cfg.colsb[t] = 32, cfg.rows[t] = 16;         // A: the activation bytes
-    cfg.colsb[2 + t] = 64, cfg.rows[2 + t] = 8;  // B: the weight vectors
-  }
-  for (int t = 4; t < 7; ++t)
-    cfg.colsb[t] = 64, cfg.rows[t] = 16;  // C: the block dots
-  load_tile_config(cfg);
-}
-
-PAGODA_AMX void amx_end() {
-  _tile_release();
+  static const TileConfig cfg = [] {
+    TileConfig c;
+    for (int t = 0; t < 2; ++t) {
+      c.colsb[t] = 32, c.rows[t] = 16;         // A: the activation bytes
+      c.colsb[2 + t] = 64, c.rows[2 + t] = 8;  // B: the weight vectors
+    }
+    for (int t = 4; t < 7; ++t)
+      c.colsb[t] = 64, c.rows[t] = 16;  // C: the block dots
+    return c;
+  }();
+  use_tile_config(cfg);
 }
 
 // Bytes of B operands and floats of scale and minimum vectors per block of a pair of groups.
@@ -622,7 +622,6 @@ void run_packed_amx(PackedAmxFn amx, const PackedTileFn tiles[4], uint64_t group
                     const ActBlock* x, const AmxRows& ax, int64_t blocks, int64_t m, float* out, int64_t ldo) {
   amx_begin();
   amx(group, packed, n, ax, blocks, m, out, ldo);
-  amx_end();
   const int64_t j = n - n % 16;
   if (j + 8 < n || j == n) return;  // no last group of its own
   // a last group of its own: the one-group kernels, four activation rows at a time
