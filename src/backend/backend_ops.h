@@ -104,6 +104,10 @@ class BackendOps {
     for (const MatmulPart& p : parts)
       matmul(*p.out, x, *p.weight, p.bias);
   }
+  // Whether matmul_shared also writes outputs whose rows are strided: 2-d column ranges of a
+  // wider row-major tensor (an MLP's gate and up as the two halves of one (tokens, 2 * inter)
+  // buffer, which then needs no interleaving). Where false, outputs must be contiguous.
+  [[nodiscard]] virtual bool matmul_shared_writes_strided_rows() const { return false; }
 
   // out = a + b (same shapes); out may alias a or b.
   virtual void add(Tensor& out, const Tensor& a, const Tensor& b) = 0;

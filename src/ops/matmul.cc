@@ -7,10 +7,25 @@ namespace pagoda::ops {
 
 namespace {
 
-// The checks of one product; returns its device's backend.
-Backend& check(const char* op, Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias) {
+// The checks of one product; returns its device's backend. With `strided_rows`, out may also be a
+// 2-d view whose rows are further apart than n (matmul_shared on a backend that writes those).
+Backend& check(const char* op, Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias,
+               bool strided_rows = false) {
   const detail::OpCheck c(op, out.device());
-  c.output("out", out);
+  if (strided_rows && out.defined() && !out.is_contiguous()) {
+    if (!backend_for(out.device()).ops().matmul_shared_writes_strided_rows()) {
+      c.fail("out ({}) is not contiguous, and the {} backend writes only contiguous outputs", out.str(),
+             backend_for(out.device()).name());
+    }
+    if (!out.storage()->writable()) c.fail("out is not writable");
+    c.ndim("x", x, 2);
+    c.ndim("out", out, 2);
+    if (out.strides()[1] != 1 || out.strides()[0] < out.dim(1)) {
+      c.fail("out ({}) must have contiguous rows, at least a row apart", out.str());
+    }
+  } else {
+    c.output("out", out);
+  }
   c.input("x", x);
   c.input("weight", weight);
   c.dtype("x", x, DType::kF32);
@@ -54,14 +69,29 @@ void matmul_shared(const Tensor& x, std::span<const MatmulPart> parts) {
     if (p.out == nullptr || p.weight == nullptr) {
       fail(ErrorCode::kInvalidArgument, "matmul_shared: part {} has no output or no weight", i);
     }
-    Backend& b = check("matmul_shared", *p.out, x, *p.weight, p.bias);
+    Backend& b = check("matmul_shared", *p.out, x, *p.weight, p.bias, true);
     if (backend != nullptr && &b != backend) {
       fail(ErrorCode::kInvalidArgument, "matmul_shared: part {} is on {}, part 0 on {}", i, b.name(), backend->name());
     }
     backend = &b;
     const detail::OpCheck c("matmul_shared", p.out->device());
-    for (size_t j = 0; j < i; ++j)
-      c.disjoint("out", *p.out, "another part's out", *parts[j].out);
+    for (size_t j = 0; j < i; ++j) {
+      const Tensor& o = *parts[j].out;
+      if (p.out->is_contiguous() || o.is_contiguous() || p.out->storage() != o.storage() ||
+          p.out->strides()[0] != o.strides()[0]) {
+        c.disjoint("out", *p.out, "another part's out", o);
+        continue;
+      }
+      // Strided views of the same storage and row stride: accepted as column ranges of the same
+      // rows that do not meet (b starting d elements after a, within a row: a's columns end by
+      // then and b's before a's next row), refused otherwise.
+      const int64_t row = p.out->strides()[0];
+      const auto element = static_cast<int64_t>(dtype_block_bytes(DType::kF32));
+      const int64_t d = (static_cast<int64_t>(o.byte_offset()) - static_cast<int64_t>(p.out->byte_offset())) / element;
+      const int64_t na = p.out->dim(1), nb = o.dim(1);
+      const bool apart = d >= 0 ? d >= na && d + nb <= row : -d >= nb && -d + na <= row;
+      if (!apart) c.fail("out and another part's out share memory");
+    }
   }
   backend->ops().matmul_shared(x, parts);
 }

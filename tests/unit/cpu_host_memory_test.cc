@@ -228,6 +228,36 @@ TEST(CpuPackedWeights, SharedMatmulGivesEachPartItsOwnBits) {
         EXPECT_EQ(std::memcmp(got[i].raw_data(), want[i].raw_data(), static_cast<size_t>(m * parts[i].n) * 4), 0)
             << dtype_name(parts[i].t) << " m " << m << (int8 ? " int8" : " float");
       }
+      // The outputs as column ranges of one wider row-major tensor (strided rows), a gap of 3
+      // columns between them and 5 after: the same values, the gaps untouched.
+      int64_t width = 0;
+      for (const Part& p : parts)
+        width += p.n + 3;
+      width += 2;
+      Tensor wide = Tensor::empty(Shape{m, width}, DType::kF32);
+      std::fill(wide.data<float>(), wide.data<float>() + m * width, -7.0f);
+      std::vector<Tensor> views;
+      int64_t at = 0;
+      for (const Part& p : parts) {
+        views.push_back(wide.slice(1, at, at + p.n));
+        at += p.n + 3;
+      }
+      std::vector<MatmulPart> strided;
+      for (size_t i = 0; i < parts.size(); ++i)
+        strided.push_back({&views[i], &weights[i], nullptr});
+      ops::matmul_shared(x, strided);
+      at = 0;
+      for (size_t i = 0; i < parts.size(); ++i) {
+        for (int64_t r = 0; r < m; ++r) {
+          ASSERT_EQ(std::memcmp(wide.data<float>() + r * width + at, want[i].data<float>() + r * parts[i].n,
+                                static_cast<size_t>(parts[i].n) * 4),
+                    0)
+              << dtype_name(parts[i].t) << " m " << m << " row " << r << " (strided)";
+          for (int64_t g = 0; g < 3; ++g)
+            ASSERT_EQ(wide.data<float>()[r * width + at + parts[i].n + g], -7.0f);
+        }
+        at += parts[i].n + 3;
+      }
     }
   }
   backend.set_quantized_activations(saved);
@@ -238,6 +268,12 @@ TEST(CpuPackedWeights, SharedMatmulGivesEachPartItsOwnBits) {
   EXPECT_THROW(ops::matmul_shared(x, overlapping), Error);
   const std::vector<MatmulPart> no_weight = {{&out, nullptr, nullptr}};
   EXPECT_THROW(ops::matmul_shared(x, no_weight), Error);
+  Tensor wide = Tensor::empty(Shape{2, 20}, DType::kF32);
+  Tensor left = wide.slice(1, 0, 8), middle = wide.slice(1, 4, 12), right = wide.slice(1, 12, 20);
+  const std::vector<MatmulPart> columns_meet = {{&left, &w, nullptr}, {&middle, &w, nullptr}};
+  EXPECT_THROW(ops::matmul_shared(x, columns_meet), Error);
+  const std::vector<MatmulPart> columns_apart = {{&left, &w, nullptr}, {&right, &w, nullptr}};
+  EXPECT_NO_THROW(ops::matmul_shared(x, columns_apart));
   std::filesystem::remove(path);
 }
 

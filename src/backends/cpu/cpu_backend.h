@@ -39,6 +39,7 @@ class CpuOps final : public BackendOps {
   void activation(Tensor& out, const Tensor& x, ActivationKind act) override;
   void matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias) override;
   void matmul_shared(const Tensor& x, std::span<const MatmulPart> parts) override;
+  [[nodiscard]] bool matmul_shared_writes_strided_rows() const override { return true; }
   void add(Tensor& out, const Tensor& a, const Tensor& b) override;
   void scale(Tensor& x, float s) override;
   void softcap(Tensor& x, float cap) override;
@@ -60,6 +61,9 @@ class CpuOps final : public BackendOps {
   void gather_rows(Tensor& out, const Tensor& x, const Tensor& indices) override;
 
  private:
+  // matmul with the output's rows ldo floats apart
+  void matmul_rows(Tensor& out, int64_t ldo, const Tensor& x, const Tensor& weight, const Tensor* bias);
+
   ThreadPool& pool_;
   bool quantize_activations_ = false;
   PackedWeights packed_;  // repacked weights of the integer path

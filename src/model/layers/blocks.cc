@@ -132,6 +132,14 @@ Tensor mlp(Step& step, const Tensor& x, const MlpWeights& w) {
     Tensor gate_up = step.empty(Shape{tokens, 2 * inter});
     linear(gate_up, x, w.gate_up);
     ops::act_and_mul(act, gate_up, w.act);
+  } else if (backend_for(step.device).ops().matmul_shared_writes_strided_rows()) {
+    // Gate and up are two matrices, written straight into the two column halves of the rows of
+    // [gate | up] (a backend that writes strided rows: no interleaving pass).
+    Tensor gate_up = step.empty(Shape{tokens, 2 * inter});
+    Tensor gate = gate_up.slice(1, 0, inter);
+    Tensor up = gate_up.slice(1, inter, 2 * inter);
+    linear_shared(x, {{&gate, &w.gate}, {&up, &w.up}});
+    ops::act_and_mul(act, gate_up, w.act);
   } else {
     // Gate and up are two matrices: their products land in the two halves of one buffer (all
     // gate rows, then all up rows) and one gather interleaves them into rows of [gate | up].

@@ -297,6 +297,10 @@ void gemm(ThreadPool& pool, const float* x, int64_t ldx, int64_t m, const void* 
 }
 
 void CpuOps::matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias) {
+  matmul_rows(out, out.dim(-1), x, weight, bias);
+}
+
+void CpuOps::matmul_rows(Tensor& out, int64_t ldo, const Tensor& x, const Tensor& weight, const Tensor* bias) {
   const int64_t k = x.dim(-1);
   const int64_t n = weight.dim(0);
   const int64_t m = k == 0 ? out.numel() / std::max<int64_t>(1, n) : x.numel() / k;
@@ -304,17 +308,21 @@ void CpuOps::matmul(Tensor& out, const Tensor& x, const Tensor& weight, const Te
       quantize_activations_ && (uses_int8_kernel(weight.dtype(), k) || uses_bf16_kernel(weight.dtype()));
   const uint8_t* packed = reduced ? packed_.get(weight, n, k) : nullptr;
   gemm(pool_, x.data<float>(), k, m, weight.raw_data(), weight.dtype(), n, k,
-       bias != nullptr ? bias->data<float>() : nullptr, out.data<float>(), n, quantize_activations_, packed);
+       bias != nullptr ? bias->data<float>() : nullptr, out.data<float>(), ldo, quantize_activations_, packed);
 }
 
 void CpuOps::matmul_shared(const Tensor& x, std::span<const MatmulPart> parts) {
   const int64_t k = x.dim(-1);
   const int64_t m = k == 0 ? 0 : x.numel() / k;
+  // An output may be a 2-d view of columns (matmul_shared_writes_strided_rows): its rows are
+  // strides()[0] apart.
+  const auto ldo = [](const Tensor& out) { return out.is_contiguous() ? out.dim(-1) : out.strides()[0]; };
   bool shared = quantize_activations_ && m > 0 && parts.size() > 1;
   for (const MatmulPart& p : parts)
     shared = shared && uses_int8_kernel(p.weight->dtype(), k) && p.weight->dim(0) > 0;
   if (!shared) {
-    BackendOps::matmul_shared(x, parts);
+    for (const MatmulPart& p : parts)
+      matmul_rows(*p.out, ldo(*p.out), x, *p.weight, p.bias);
     return;
   }
   // The integer path for every part: x quantized once, the parts' tasks one job.
@@ -322,7 +330,7 @@ void CpuOps::matmul_shared(const Tensor& x, std::span<const MatmulPart> parts) {
   for (const MatmulPart& p : parts) {
     const int64_t n = p.weight->dim(0);
     int8.push_back({static_cast<const uint8_t*>(p.weight->raw_data()), p.weight->dtype(), n,
-                    p.bias != nullptr ? p.bias->data<float>() : nullptr, p.out->data<float>(), n,
+                    p.bias != nullptr ? p.bias->data<float>() : nullptr, p.out->data<float>(), ldo(*p.out),
                     packed_.get(*p.weight, n, k)});
   }
   Int8Rows rows;
