@@ -443,7 +443,6 @@ void amx_rows_layout(const ActBlock* x, int64_t blocks, int64_t begin, int64_t e
       std::memcpy(q + (r * blocks + b) * kBlock, a.q, kBlock);
       s[lane] = a.d;
       s[16 + lane] = a.dsum;
-      std::memcpy(s + 32 + lane, &a.qsum, sizeof a.qsum);
     }
   }
 }

@@ -75,12 +75,13 @@ void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_
 // Activation rows as the AMX kernels read them: row r's quant bytes at q + r * blocks * 32 (a
 // block's 32 bytes never cross a cache line, and 16 rows' block is one tile load), and, for each
 // group g of 16 rows and each block b, at scales + (g * blocks + b) * kAmxScaleFloats, the 16 rows'
-// d, then their dsum, then their qsum (int32 bits), so the float step reads them at fixed offsets.
+// d, then their dsum, so the float step reads them at fixed offsets. (No qsum: the AMX kernels
+// multiply weights stored with an offset as their signed values.)
 struct AmxRows {
   const int8_t* q;
   const float* scales;
 };
-inline constexpr int64_t kAmxScaleFloats = 48;
+inline constexpr int64_t kAmxScaleFloats = 32;
 // Whether dot_rows_packed runs the AMX kernels on m activation rows of a weight of type `t` (and
 // so reads AmxRows when it is given them).
 [[nodiscard]] bool uses_amx(DType t, int64_t m);

@@ -410,8 +410,11 @@ PAGODA_AMX inline __attribute__((always_inline)) void amx_unpack(const uint8_t* 
                                                                  uint8_t* bt, float* sm) {
   Block<2> k;
   T::template load<2>(w, group, b, k);
-  for (int j = 0; j < 8; ++j)
+  for (int j = 0; j < 8; ++j) {
+    // the weights with an offset as their signed values (q - offset), for a signed tile multiply
+    if constexpr (T::kOffset != 0) k.u[j] = _mm512_sub_epi8(k.u[j], _mm512_set1_epi8(static_cast<char>(T::kOffset)));
     _mm512_store_si512(bt + kAmxBBytes * b + 64 * j, k.u[j]);
+  }
   _mm512_store_ps(sm + kAmxScaleMinFloats * b, k.scale);
   _mm512_store_ps(sm + kAmxScaleMinFloats * b + 16, T::kMin ? k.min : zero_ps<2>());
 }
@@ -419,23 +422,35 @@ PAGODA_AMX inline __attribute__((always_inline)) void amx_unpack(const uint8_t* 
 // The tile multiply of one block through tile slot S (0, 1 or 2; the tile numbers must be
 // literals, as the intrinsics paste them into the instruction text), and the store of its block
 // dots to ct. _tile_stored's memory clobber keeps the float step's loads of ct after it.
-template <int S>
+template <int S, bool kSigned>
 PAGODA_AMX inline __attribute__((always_inline)) void amx_dots(const int8_t* a, long a_stride, const uint8_t* bt) {
   if constexpr (S == 0) {
     _tile_loadd(0, a, a_stride);
     _tile_loadd(2, bt, 64);
     _tile_zero(4);
-    _tile_dpbsud(4, 0, 2);
+    if constexpr (kSigned) {
+      _tile_dpbssd(4, 0, 2);
+    } else {
+      _tile_dpbsud(4, 0, 2);
+    }
   } else if constexpr (S == 1) {
     _tile_loadd(1, a, a_stride);
     _tile_loadd(3, bt, 64);
     _tile_zero(5);
-    _tile_dpbsud(5, 1, 3);
+    if constexpr (kSigned) {
+      _tile_dpbssd(5, 1, 3);
+    } else {
+      _tile_dpbsud(5, 1, 3);
+    }
   } else {
     _tile_loadd(0, a, a_stride);
     _tile_loadd(2, bt, 64);
     _tile_zero(6);
-    _tile_dpbsud(6, 0, 2);
+    if constexpr (kSigned) {
+      _tile_dpbssd(6, 0, 2);
+    } else {
+      _tile_dpbsud(6, 0, 2);
+    }
   }
 }
 
@@ -450,17 +465,13 @@ PAGODA_AMX inline __attribute__((always_inline)) void amx_store_dots(int32_t* ct
   }
 }
 
-// The float step of one block for activation row R: its block dots (ct row R) with the row's d,
-// dsum and qsum (s: the block's AmxRows scales).
+// The float step of one block for activation row R: its block dots (ct row R) with the row's d and
+// dsum (s: the block's AmxRows scales).
 template <class T, size_t R>
 PAGODA_AMX inline __attribute__((always_inline)) void amx_float_row(const int32_t* ct, FV<2> scale, FV<2> min,
                                                                     const float* s, __m512 (&acc)[16]) {
-  __m512i v = _mm512_load_si512(ct + 16 * R);
-  if constexpr (T::kOffset != 0) {
-    int32_t qsum;
-    std::memcpy(&qsum, s + 32 + R, sizeof qsum);
-    v = v_sub32(v, splat32<2>(T::kOffset * qsum));
-  }
+  // (the dots of weights with an offset are exact signed sums, s - offset * qsum of the other kernels)
+  const __m512i v = _mm512_load_si512(ct + 16 * R);
   acc[R] = v_fmadd(v_cvt(v), v_mul(scale, splat_ps<2>(s[R])), acc[R]);
   if constexpr (T::kMin) acc[R] = v_fmadd(min, splat_ps<2>(s[16 + R]), acc[R]);
 }
@@ -490,7 +501,7 @@ template <class T, int S>
 PAGODA_AMX inline __attribute__((always_inline)) void amx_issue(const uint8_t* w, uint64_t group, uint8_t* bt,
                                                                 float* sm, const int8_t* q, long q_stride, int64_t b) {
   if (w != nullptr) amx_unpack<T>(w, group, b, bt, sm);
-  amx_dots<S>(q + kBlock * b, q_stride, bt + kAmxBBytes * b);
+  amx_dots<S, T::kOffset != 0>(q + kBlock * b, q_stride, bt + kAmxBBytes * b);
 }
 
 // 16 activation rows (quant bytes at q, q_stride bytes apart; scales at s, kAmxScaleFloats per
