@@ -7,17 +7,34 @@ namespace pagoda::ops {
 
 namespace {
 
+// The bytes a tensor's elements span: from its first to past its last, strides included.
+uint64_t span_bytes(const Tensor& t) {
+  if (t.is_contiguous() || t.numel() == 0) return t.nbytes();
+  uint64_t last = 0;  // the offset of the last element, in elements
+  for (int d = 0; d < t.ndim(); ++d)
+    last += static_cast<uint64_t>(t.dim(d) - 1) * static_cast<uint64_t>(t.strides()[d]);
+  return (last + 1) * static_cast<uint64_t>(dtype_block_bytes(t.dtype()));
+}
+
+// Whether two tensors' spans share bytes.
+bool spans_meet(const Tensor& a, const Tensor& b) {
+  if (a.storage() != b.storage() || a.numel() == 0 || b.numel() == 0) return false;
+  return a.byte_offset() < b.byte_offset() + span_bytes(b) && b.byte_offset() < a.byte_offset() + span_bytes(a);
+}
+
 // The checks of one product; returns its device's backend. With `strided_rows`, out may also be a
 // 2-d view whose rows are further apart than n (matmul_shared on a backend that writes those).
 Backend& check(const char* op, Tensor& out, const Tensor& x, const Tensor& weight, const Tensor* bias,
                bool strided_rows = false) {
   const detail::OpCheck c(op, out.device());
-  if (strided_rows && out.defined() && !out.is_contiguous()) {
+  const bool strided = strided_rows && out.defined() && !out.is_contiguous();
+  if (strided) {
     if (!backend_for(out.device()).ops().matmul_shared_writes_strided_rows()) {
       c.fail("out ({}) is not contiguous, and the {} backend writes only contiguous outputs", out.str(),
              backend_for(out.device()).name());
     }
     if (!out.storage()->writable()) c.fail("out is not writable");
+    c.input("x", x);
     c.ndim("x", x, 2);
     c.ndim("out", out, 2);
     if (out.strides()[1] != 1 || out.strides()[0] < out.dim(1)) {
@@ -42,8 +59,10 @@ Backend& check(const char* op, Tensor& out, const Tensor& x, const Tensor& weigh
     c.input("bias", *bias);
     c.dtype("bias", *bias, DType::kF32);
     c.shape("bias", *bias, Shape{n});
+    if (strided && spans_meet(out, *bias)) c.fail("out and bias share memory");
     c.disjoint("out", out, "bias", *bias);
   }
+  if (strided && (spans_meet(out, x) || spans_meet(out, weight))) c.fail("out shares memory with x or weight");
   c.disjoint("out", out, "x", x);
   c.disjoint("out", out, "weight", weight);
   Backend& backend = backend_for(out.device());
@@ -79,7 +98,7 @@ void matmul_shared(const Tensor& x, std::span<const MatmulPart> parts) {
       const Tensor& o = *parts[j].out;
       if (p.out->is_contiguous() || o.is_contiguous() || p.out->storage() != o.storage() ||
           p.out->strides()[0] != o.strides()[0]) {
-        c.disjoint("out", *p.out, "another part's out", o);
+        if (spans_meet(*p.out, o)) c.fail("out and another part's out share memory");
         continue;
       }
       // Strided views of the same storage and row stride: accepted as column ranges of the same

@@ -274,6 +274,12 @@ TEST(CpuPackedWeights, SharedMatmulGivesEachPartItsOwnBits) {
   EXPECT_THROW(ops::matmul_shared(x, columns_meet), Error);
   const std::vector<MatmulPart> columns_apart = {{&left, &w, nullptr}, {&right, &w, nullptr}};
   EXPECT_NO_THROW(ops::matmul_shared(x, columns_apart));
+  // An x lying between a strided output's rows (within its span, not on its elements) is refused.
+  Tensor flat = Tensor::empty(Shape{1200}, DType::kF32);
+  const Tensor inside = flat.slice(0, 20, 20 + 2 * k).view(Shape{2, k});
+  Tensor rows_apart = flat.slice(0, 0, 600).view(Shape{2, 300}).slice(1, 0, 8);
+  const std::vector<MatmulPart> spanning = {{&rows_apart, &w, nullptr}};
+  EXPECT_THROW(ops::matmul_shared(inside, spanning), Error);
   std::filesystem::remove(path);
 }
 
