@@ -186,8 +186,10 @@ void run_int8_parts(ThreadPool& pool, const Int8Rows& rows, std::span<const Int8
       float* o = part.out + i0 * part.ldo + j0;
       const qdot::ActBlock* xt = rows.xq + i0 * blocks;
       if (part.packed != nullptr) {  // j0 is a multiple of eight: the start of a packed group
-        // i0 is a multiple of kRowBlock, so of the AMX layout's 16-row groups
-        const qdot::AmxRows amx{rows.amx_q + i0 * k, rows.amx_scales + i0 / 16 * blocks * qdot::kAmxScaleFloats};
+        // i0 is a multiple of kRowBlock, so of the AMX layout's 16-row groups (where there is one)
+        qdot::AmxRows amx{};
+        if (rows.amx_q != nullptr)
+          amx = {rows.amx_q + i0 * k, rows.amx_scales + i0 / 16 * blocks * qdot::kAmxScaleFloats};
         qdot::dot_rows_packed(part.wtype, part.packed + static_cast<uint64_t>(j0 / 8) * l.group_bytes, n_rows, xt,
                               blocks, count, o, part.ldo, rows.half != nullptr ? rows.half + i0 * blocks : nullptr,
                               rows.amx_q != nullptr ? &amx : nullptr);
