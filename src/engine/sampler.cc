@@ -30,7 +30,7 @@ struct detail::SamplerScratch {
   std::vector<double> a;  // (x - top) / temperature
   std::vector<double> w;  // unnormalised probabilities
   std::vector<int32_t> candidates;
-  std::vector<double> mass;  // running sums of the candidates' weights
+  std::vector<double> chunk_mass;  // the sums of the candidates' weights, kChunk at a time
 };
 
 namespace {
@@ -82,6 +82,55 @@ size_t top_p_keep(std::vector<int32_t>& candidates, std::span<const double> x, s
     if (m == n) return n;  // rounding kept the sum just below the target: keep everything
     m = std::min(n, m * 8);
   }
+}
+
+// The draw among the candidates `cand` with weights w: the first candidate j whose running sum
+// M_j passes target = u * total, u uniform in [0, 1). The sums go kChunk candidates at a time: M_j is
+// P_c + (w of chunk c's candidates up to j, added in order), P_c the sum in order of the chunks
+// before c. That is one dependent chain of additions per chunk, eight chunks side by side, where
+// one running sum over all the candidates would be a single chain as long as the vocabulary. M_j
+// never decreases, and M of a chunk's last candidate is P of the next, so "the first j" is well
+// defined, and total is M of the last candidate.
+constexpr size_t kChunk = 64;
+
+int32_t draw(std::span<const int32_t> cand, std::span<const double> w, Generator& generator,
+             std::vector<double>& chunk_mass) {
+  const size_t n = cand.size();
+  const size_t chunks = (n + kChunk - 1) / kChunk;
+  chunk_mass.assign(chunks, 0.0);
+  const auto weight = [&](size_t j) { return w[static_cast<size_t>(cand[j])]; };
+  size_t c = 0;
+  for (; c + 8 <= chunks && (c + 8) * kChunk <= n; c += 8) {
+    double m[8] = {};
+    for (size_t j = 0; j < kChunk; ++j) {
+      for (size_t k = 0; k < 8; ++k)
+        m[k] += weight((c + k) * kChunk + j);
+    }
+    std::copy_n(m, 8, chunk_mass.begin() + static_cast<std::ptrdiff_t>(c));
+  }
+  for (; c < chunks; ++c) {
+    double m = 0.0;
+    for (size_t j = c * kChunk; j < std::min(n, (c + 1) * kChunk); ++j)
+      m += weight(j);
+    chunk_mass[c] = m;
+  }
+  double total = 0.0;
+  for (double m : chunk_mass)
+    total += m;
+  const double target = detail::uniform01(generator) * total;
+  double before = 0.0;  // P_c
+  for (c = 0; c < chunks; ++c) {
+    const double after = before + chunk_mass[c];
+    if (target < after) break;
+    before = after;
+  }
+  if (c == chunks) return cand.back();  // rounding: the target reached the total
+  double running = 0.0;
+  for (size_t j = c * kChunk; j < std::min(n, (c + 1) * kChunk); ++j) {
+    running += weight(j);
+    if (target < before + running) return cand[j];
+  }
+  return cand[std::min(n, (c + 1) * kChunk) - 1];  // not reached: the chunk's last M_j is the P that passed
 }
 
 int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch& s) {
@@ -164,18 +213,7 @@ int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch&
   }
   if (p.top_p < 1.0) cand.resize(top_p_keep(cand, x, w, p.top_p));
 
-  // The running sums, kept: the draw is the first candidate whose running sum passes the target,
-  // found by bisection instead of a second sequential pass (the sums are the same either way).
-  s.mass.resize(cand.size());
-  double total = 0.0;
-  for (size_t j = 0; j < cand.size(); ++j) {
-    total += w[static_cast<size_t>(cand[j])];
-    s.mass[j] = total;
-  }
-  const double target = detail::uniform01(*row.generator) * total;
-  const auto at = std::upper_bound(s.mass.begin(), s.mass.end(), target);
-  if (at == s.mass.end()) return cand.back();  // rounding: the target reached the total
-  return cand[static_cast<size_t>(at - s.mass.begin())];
+  return draw(cand, w, *row.generator, s.chunk_mass);
 }
 
 // Ranking order of row_logprobs: larger logit first, NaN last, ties by lower id.
