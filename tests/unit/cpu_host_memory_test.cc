@@ -166,6 +166,35 @@ TEST(CpuPackedWeights, MappedBf16WeightsAreRepackedWhereTheCpuHasABf16Kernel) {
   }
 }
 
+// Weights of several types written one after another to a file (to be mapped, so repacked), random
+// quants with finite f16 scales (and minimums) of 0.01.
+struct FilePart {
+  DType t;
+  int64_t n;
+  uint64_t offset = 0;
+  std::vector<uint8_t> bytes;
+};
+
+void write_parts(const std::string& path, int64_t k, std::vector<FilePart>& parts, std::mt19937& rng) {
+  std::ofstream f(path, std::ios::binary);
+  uint64_t at = 0;
+  for (FilePart& p : parts) {
+    p.offset = at;
+    p.bytes.resize(*dtype_row_bytes(p.t, k) * static_cast<uint64_t>(p.n));
+    for (auto& v : p.bytes)
+      v = static_cast<uint8_t>(rng());
+    const uint64_t block = *dtype_row_bytes(p.t, dtype_block_size(p.t));
+    for (uint64_t b = 0; b < p.bytes.size() / block; ++b) {
+      for (int h = 0; h < (p.t == DType::kQ8_0 ? 1 : 2); ++h) {
+        p.bytes[b * block + 2 * h] = 0x1f;
+        p.bytes[b * block + 2 * h + 1] = 0x21;
+      }
+    }
+    f.write(reinterpret_cast<const char*>(p.bytes.data()), static_cast<std::streamsize>(p.bytes.size()));
+    at += p.bytes.size();
+  }
+}
+
 // matmul_shared of file-mapped (so repacked) weights of different types gives each part the bits of
 // its own matmul, with the integer path on (x quantized once, the parts one job; 16 rows and more
 // take the AMX kernels where the CPU has them) and off; outputs that overlap are refused.
@@ -173,35 +202,11 @@ TEST(CpuPackedWeights, SharedMatmulGivesEachPartItsOwnBits) {
   auto& backend = cpu_backend();
   const bool saved = backend.quantized_activations();
   const int64_t k = 256;
-  struct Part {
-    DType t;
-    int64_t n;
-    uint64_t offset = 0;
-    std::vector<uint8_t> bytes;
-  };
-  std::vector<Part> parts = {{DType::kQ4_1, 40, 0, {}}, {DType::kQ8_0, 24, 0, {}}, {DType::kQ4_K, 21, 0, {}}};
+  std::vector<FilePart> parts = {{DType::kQ4_1, 40, 0, {}}, {DType::kQ8_0, 24, 0, {}}, {DType::kQ4_K, 21, 0, {}}};
   std::mt19937 rng(9);
   const std::string path =
       (std::filesystem::temp_directory_path() / ("pagoda_shared_" + std::to_string(::getpid()) + ".bin")).string();
-  {
-    std::ofstream f(path, std::ios::binary);
-    uint64_t at = 0;
-    for (Part& p : parts) {
-      p.offset = at;
-      p.bytes.resize(*dtype_row_bytes(p.t, k) * static_cast<uint64_t>(p.n));
-      for (auto& v : p.bytes)
-        v = static_cast<uint8_t>(rng());
-      const uint64_t block = *dtype_row_bytes(p.t, dtype_block_size(p.t));
-      for (uint64_t b = 0; b < p.bytes.size() / block; ++b) {  // finite f16 scales (and minimums): 0.01
-        for (int h = 0; h < (p.t == DType::kQ8_0 ? 1 : 2); ++h) {
-          p.bytes[b * block + 2 * h] = 0x1f;
-          p.bytes[b * block + 2 * h + 1] = 0x21;
-        }
-      }
-      f.write(reinterpret_cast<const char*>(p.bytes.data()), static_cast<std::streamsize>(p.bytes.size()));
-      at += p.bytes.size();
-    }
-  }
+  write_parts(path, k, parts, rng);
   const auto file = MappedFile::open(path);
   for (const bool int8 : {true, false}) {
     backend.set_quantized_activations(int8);
@@ -211,7 +216,7 @@ TEST(CpuPackedWeights, SharedMatmulGivesEachPartItsOwnBits) {
         x.data<float>()[i] = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
       std::vector<Tensor> weights, in_memory, got, want;
       std::vector<MatmulPart> shared;
-      for (const Part& p : parts) {
+      for (const FilePart& p : parts) {
         weights.push_back(
             Tensor::from_storage(map_file_storage(file, p.offset, p.bytes.size()), 0, Shape{p.n, k}, p.t));
         in_memory.push_back(Tensor::empty(Shape{p.n, k}, p.t));
@@ -231,14 +236,14 @@ TEST(CpuPackedWeights, SharedMatmulGivesEachPartItsOwnBits) {
       // The outputs as column ranges of one wider row-major tensor (strided rows), a gap of 3
       // columns between them and 5 after: the same values, the gaps untouched.
       int64_t width = 0;
-      for (const Part& p : parts)
+      for (const FilePart& p : parts)
         width += p.n + 3;
       width += 2;
       Tensor wide = Tensor::empty(Shape{m, width}, DType::kF32);
       std::fill(wide.data<float>(), wide.data<float>() + m * width, -7.0f);
       std::vector<Tensor> views;
       int64_t at = 0;
-      for (const Part& p : parts) {
+      for (const FilePart& p : parts) {
         views.push_back(wide.slice(1, at, at + p.n));
         at += p.n + 3;
       }
@@ -280,6 +285,50 @@ TEST(CpuPackedWeights, SharedMatmulGivesEachPartItsOwnBits) {
   Tensor rows_apart = flat.slice(0, 0, 600).view(Shape{2, 300}).slice(1, 0, 8);
   const std::vector<MatmulPart> spanning = {{&rows_apart, &w, nullptr}};
   EXPECT_THROW(ops::matmul_shared(inside, spanning), Error);
+  std::filesystem::remove(path);
+}
+
+// A matmul of many rows goes over them in passes of a few row blocks (64 rows each), every weight
+// tile against one pass's blocks before the next pass. With k = 2048 a pass is four blocks: 596
+// rows are passes of 4, 4 and 2 blocks, the last block short. Each row gets the bits it gets alone.
+TEST(CpuPackedWeights, RowsInPassesGiveEachRowItsOwnBits) {
+  auto& backend = cpu_backend();
+  const bool saved = backend.quantized_activations();
+  backend.set_quantized_activations(true);
+  const int64_t k = 2048;
+  const int64_t m = 596;
+  std::vector<FilePart> parts = {{DType::kQ4_1, 40, 0, {}}, {DType::kQ8_0, 24, 0, {}}};
+  std::mt19937 rng(11);
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("pagoda_passes_" + std::to_string(::getpid()) + ".bin")).string();
+  write_parts(path, k, parts, rng);
+  const auto file = MappedFile::open(path);
+  Tensor x = Tensor::empty(Shape{m, k}, DType::kF32);
+  for (int64_t i = 0; i < m * k; ++i)
+    x.data<float>()[i] = std::uniform_real_distribution<float>(-1.0f, 1.0f)(rng);
+  std::vector<Tensor> weights, got;
+  std::vector<MatmulPart> shared;
+  for (const FilePart& p : parts) {
+    weights.push_back(Tensor::from_storage(map_file_storage(file, p.offset, p.bytes.size()), 0, Shape{p.n, k}, p.t));
+    got.push_back(Tensor::empty(Shape{m, p.n}, DType::kF32));
+  }
+  for (size_t i = 0; i < parts.size(); ++i)
+    shared.push_back({&got[i], &weights[i], nullptr});
+  ops::matmul_shared(x, shared);
+  for (size_t i = 0; i < parts.size(); ++i) {
+    Tensor whole = Tensor::empty(Shape{m, parts[i].n}, DType::kF32);
+    ops::matmul(whole, x, weights[i]);
+    for (int64_t r = 0; r < m; ++r) {
+      Tensor one = Tensor::empty(Shape{1, parts[i].n}, DType::kF32);
+      ops::matmul(one, x.slice(0, r, r + 1), weights[i]);
+      const size_t row_bytes = static_cast<size_t>(parts[i].n) * 4;
+      ASSERT_EQ(std::memcmp(got[i].data<float>() + r * parts[i].n, one.raw_data(), row_bytes), 0)
+          << dtype_name(parts[i].t) << " row " << r << " (matmul_shared)";
+      ASSERT_EQ(std::memcmp(whole.data<float>() + r * parts[i].n, one.raw_data(), row_bytes), 0)
+          << dtype_name(parts[i].t) << " row " << r << " (matmul)";
+    }
+  }
+  backend.set_quantized_activations(saved);
   std::filesystem::remove(path);
 }
 
