@@ -485,6 +485,12 @@ PAGODA_AMX inline __attribute__((always_inline)) void amx_float_step(std::index_
   (amx_float_row<T, R>(ct, scale, min, s, acc), ...);
 }
 
+// R... + O.
+template <size_t O, size_t... R>
+constexpr auto offset_by(std::index_sequence<R...>) {
+  return std::index_sequence<(O + R)...>{};
+}
+
 template <size_t... R>
 PAGODA_AMX inline __attribute__((always_inline)) void amx_zero(std::index_sequence<R...>, __m512 (&acc)[16]) {
   ((acc[R] = _mm512_setzero_ps()), ...);
@@ -516,23 +522,30 @@ PAGODA_AMX void amx_rows16(const uint8_t* w, uint64_t group, uint8_t* bt, float*
   amx_zero(rows, acc);
   const float* sm_b = sm;  // block b's scale and minimum vectors, and its rows' scales
   const float* s_b = s;
-  // Block b + 2's multiply is issued, then block b + 1's dots stored, then block b's float step
-  // run: a multiply has a whole float step's time before its store, and the store as long before
-  // the loads that read it.
+  // Block b + 2's multiply is issued, then block b + 1's dots stored in the middle of block b's
+  // float step (its first eight rows before the store, the other eight after): a multiply has a
+  // whole float step's time before its store, and the store as long before the loads that read
+  // it. With the store between two halves of independent float work rather than before all of it,
+  // a 16-row kernel measured 3-6 % faster at the median (one core, alternated runs).
   amx_issue<T, 0>(w, group, bt, sm, q, q_stride, 0);
   if (nb > 1) amx_issue<T, 1>(w, group, bt, sm, q, q_stride, 1);
   amx_store_dots<0>(ct[0]);
   int64_t b = 0;
+  constexpr auto lo = std::make_index_sequence<8>{};
+  constexpr auto hi = offset_by<8>(std::make_index_sequence<8>{});
   for (; b + 3 <= nb; b += 3) {
     amx_issue<T, 2>(w, group, bt, sm, q, q_stride, b + 2);
+    amx_float_step<T>(lo, ct[0], sm_b, s_b, acc);
     amx_store_dots<1>(ct[1]);
-    amx_float_step<T>(rows, ct[0], sm_b, s_b, acc);
+    amx_float_step<T>(hi, ct[0], sm_b, s_b, acc);
     if (b + 3 < nb) amx_issue<T, 0>(w, group, bt, sm, q, q_stride, b + 3);
+    amx_float_step<T>(lo, ct[1], sm_b + kAmxScaleMinFloats, s_b + kAmxScaleFloats, acc);
     amx_store_dots<2>(ct[2]);
-    amx_float_step<T>(rows, ct[1], sm_b + kAmxScaleMinFloats, s_b + kAmxScaleFloats, acc);
+    amx_float_step<T>(hi, ct[1], sm_b + kAmxScaleMinFloats, s_b + kAmxScaleFloats, acc);
     if (b + 4 < nb) amx_issue<T, 1>(w, group, bt, sm, q, q_stride, b + 4);
+    amx_float_step<T>(lo, ct[2], sm_b + 2 * kAmxScaleMinFloats, s_b + 2 * kAmxScaleFloats, acc);
     if (b + 3 < nb) amx_store_dots<0>(ct[0]);
-    amx_float_step<T>(rows, ct[2], sm_b + 2 * kAmxScaleMinFloats, s_b + 2 * kAmxScaleFloats, acc);
+    amx_float_step<T>(hi, ct[2], sm_b + 2 * kAmxScaleMinFloats, s_b + 2 * kAmxScaleFloats, acc);
     sm_b += 3 * kAmxScaleMinFloats, s_b += 3 * kAmxScaleFloats;
   }
   // at most two blocks left: b's multiply issued and its dots stored, b + 1's multiply issued
