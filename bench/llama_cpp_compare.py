@@ -8,8 +8,8 @@ one token each after that prompt).
 
 pagoda runs as a subprocess: `pagoda bench latency MODEL -p P -n N -r 1 --json --matmul M
 --kv-cache-dtype D` (its own warm-up run is not counted). D is f16 unless --kv-cache-dtype says
-otherwise: llama.cpp's own default cache type, so both engines read and write the same bytes. llama.cpp runs in this process: Llama(n_threads=T,
-n_threads_batch=T, n_batch=P, logits_all=False), one warm-up evaluation, then llm.eval(prompt)
+otherwise: llama.cpp's own default cache type, so both engines read and write the same bytes.
+llama.cpp runs in this process: Llama(n_threads=T, n_threads_batch=T, n_batch=P, logits_all=False), one warm-up evaluation, then llm.eval(prompt)
 timed and llm.eval([token]) N times timed, the KV cache cleared between rounds.
 
 With --batch-requests R (default 32; 0 skips it), each round also measures pagoda's aggregate

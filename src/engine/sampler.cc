@@ -100,7 +100,7 @@ int32_t draw(std::span<const int32_t> cand, std::span<const double> w, Generator
   chunk_mass.assign(chunks, 0.0);
   const auto weight = [&](size_t j) { return w[static_cast<size_t>(cand[j])]; };
   size_t c = 0;
-  for (; c + 8 <= chunks && (c + 8) * kChunk <= n; c += 8) {
+  for (; (c + 8) * kChunk <= n; c += 8) {
     double m[8] = {};
     for (size_t j = 0; j < kChunk; ++j) {
       for (size_t k = 0; k < 8; ++k)

@@ -28,13 +28,13 @@ Backend& check(const char* op, Tensor& out, const Tensor& x, const Tensor& weigh
                bool strided_rows = false) {
   const detail::OpCheck c(op, out.device());
   const bool strided = strided_rows && out.defined() && !out.is_contiguous();
+  c.input("x", x);
   if (strided) {
     if (!backend_for(out.device()).ops().matmul_shared_writes_strided_rows()) {
       c.fail("out ({}) is not contiguous, and the {} backend writes only contiguous outputs", out.str(),
              backend_for(out.device()).name());
     }
     if (!out.storage()->writable()) c.fail("out is not writable");
-    c.input("x", x);
     c.ndim("x", x, 2);
     c.ndim("out", out, 2);
     if (out.strides()[1] != 1 || out.strides()[0] < out.dim(1)) {
@@ -43,7 +43,6 @@ Backend& check(const char* op, Tensor& out, const Tensor& x, const Tensor& weigh
   } else {
     c.output("out", out);
   }
-  c.input("x", x);
   c.input("weight", weight);
   c.dtype("x", x, DType::kF32);
   c.dtype("out", out, DType::kF32);
