@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "backends/cpu/cpu_backend.h"
+#include "backends/cpu/ops/matmul.h"
 #include "backends/cpu/quant/dequantize.h"
 #include "backends/cpu/quant/float_convert.h"
 #include "backends/cpu/quant/qdot.h"
@@ -370,6 +371,32 @@ TEST(CpuQdot, AmxLayoutGivesTheSameBits) {
     }
   }
   std::cout << "[ NOTE     ] AMX kernels " << (amx_ran ? "ran" : "not on this CPU (the layout checks ran)") << "\n";
+}
+
+// A thread keeps the weight rows it unpacked for the AMX kernels from one task to the next of the
+// same matmul (a tile's next block of activation rows), and only within that matmul. One thread,
+// one tile (32 rows), two blocks of 64 activation rows: the second block reuses the first's
+// unpacked rows. Then other weights are packed at the same address: the next matmul must unpack
+// them, not take the rows left from the first, and each product must give the in-place kernels'
+// bits.
+TEST(CpuQdot, UnpackedWeightsLastOneMatmul) {
+  ThreadPool pool(1);
+  std::mt19937 rng(91);
+  const DType t = DType::kQ4_1;
+  const int64_t n = 32, k = 128, m = 128;
+  const uint64_t row_bytes = *dtype_row_bytes(t, k);
+  std::vector<uint8_t> packed(static_cast<size_t>(n / 8) * qdot::packed_group_bytes(t, k / qdot::kBlock));
+  const auto x = random_floats(rng, static_cast<size_t>(m * k));
+  for (int round = 0; round < 3; ++round) {
+    const auto w = random_weight(rng, t, n, k);
+    qdot::pack_rows8(t, w.data(), row_bytes, n, k / qdot::kBlock, packed.data());
+    std::vector<float> want(static_cast<size_t>(m * n), -1.0f);
+    std::vector<float> got(want.size(), -2.0f);
+    gemm(pool, x.data(), k, m, w.data(), t, n, k, nullptr, want.data(), n, true);
+    gemm(pool, x.data(), k, m, w.data(), t, n, k, nullptr, got.data(), n, true, packed.data());
+    EXPECT_EQ(std::memcmp(want.data(), got.data(), want.size() * sizeof(float)), 0) << "weights " << round;
+  }
+  std::cout << "[ NOTE     ] AMX kernels " << (qdot::uses_amx(t, m) ? "ran" : "not on this CPU") << "\n";
 }
 
 // Where the CPU has AVX-512 VNNI (and AMX) the repacked weights take those kernels (and the test

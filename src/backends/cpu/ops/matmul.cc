@@ -183,6 +183,8 @@ void run_int8_parts(ThreadPool& pool, const Int8Rows& rows, std::span<const Int8
     layout[p + 1].first_tile = l.first_tile + (parts[p].n + l.tile - 1) / l.tile;
   }
   const int64_t tiles = layout.back().first_tile;
+  // A tile's consecutive tasks keep its unpacked AMX operands (qdot::AmxRows::epoch).
+  const uint64_t epoch = rows.amx_q != nullptr ? qdot::new_amx_epoch() : 0;
   pool.parallel_for(tiles * row_blocks, 1, [&](int64_t begin, int64_t end) {
     for (int64_t task = begin; task < end; ++task) {
       const int64_t pass = task / (tiles * per_pass);  // every pass but the last has per_pass blocks
@@ -204,7 +206,7 @@ void run_int8_parts(ThreadPool& pool, const Int8Rows& rows, std::span<const Int8
         // i0 is a multiple of kRowBlock, so of the AMX layout's 16-row groups (where there is one)
         qdot::AmxRows amx{};
         if (rows.amx_q != nullptr)
-          amx = {rows.amx_q + i0 * k, rows.amx_scales + i0 / 16 * blocks * qdot::kAmxScaleFloats};
+          amx = {rows.amx_q + i0 * k, rows.amx_scales + i0 / 16 * blocks * qdot::kAmxScaleFloats, epoch};
         qdot::dot_rows_packed(part.wtype, part.packed + static_cast<uint64_t>(j0 / 8) * l.group_bytes, n_rows, xt,
                               blocks, count, o, part.ldo, rows.half != nullptr ? rows.half + i0 * blocks : nullptr,
                               rows.amx_q != nullptr ? &amx : nullptr);

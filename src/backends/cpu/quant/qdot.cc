@@ -4,6 +4,7 @@
 #include "backends/cpu/quant/qdot.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdlib>
 #include <cstring>
@@ -432,6 +433,11 @@ bool uses_amx(DType t, int64_t m) {
   (void)t, (void)m;
   return false;
 #endif
+}
+
+uint64_t new_amx_epoch() {
+  static std::atomic<uint64_t> last{0};
+  return last.fetch_add(1, std::memory_order_relaxed) + 1;
 }
 
 void amx_rows_layout(const ActBlock* x, int64_t blocks, int64_t begin, int64_t end, int8_t* q, float* scales) {

@@ -80,7 +80,12 @@ void pack_rows8(DType t, const uint8_t* w, uint64_t row_bytes, int64_t n, int64_
 struct AmxRows {
   const int8_t* q;
   const float* scales;
+  // Non-zero: the matmul these rows belong to (new_amx_epoch), within which a thread may keep
+  // the weight rows it unpacked for the AMX kernels for its next call on the same rows.
+  uint64_t epoch = 0;
 };
+// A number no earlier call returned, for AmxRows::epoch.
+[[nodiscard]] uint64_t new_amx_epoch();
 inline constexpr int64_t kAmxScaleFloats = 32;
 // Whether dot_rows_packed runs the AMX kernels on m activation rows of a weight of type `t` (and
 // so reads AmxRows when it is given them).

@@ -565,14 +565,39 @@ PAGODA_AMX uint8_t* amx_scratch(uint64_t bytes) {
   return buffer.data() + ((64 - at % 64) % 64);
 }
 
+// What a thread's scratch holds: the unpacked pairs of the weight rows at `packed` (n rows of
+// groups `group` bytes apart, by `kernel`), for the matmul `epoch` (AmxRows). The next call on
+// the same rows in the same matmul (the tile's next block of activation rows) uses them as they
+// are. Weights do not change within a matmul, and an epoch is never reused, so a weight freed and
+// another allocated at the same address is never taken for the first.
+struct AmxUnpacked {
+  const void* kernel = nullptr;
+  const uint8_t* packed = nullptr;
+  uint64_t group = 0;
+  int64_t n = 0;
+  uint64_t epoch = 0;
+  bool operator==(const AmxUnpacked&) const = default;
+};
+// One per thread, whatever the kernel: every kernel unpacks into the same scratch.
+thread_local AmxUnpacked t_held;
+// A distinct address per kernel, for AmxUnpacked::kernel.
+template <class T>
+constexpr char kKernelTag = 0;
+
 template <class T>
 PAGODA_AMX void packed_amx(uint64_t group, const uint8_t* packed, int64_t n, const AmxRows& x, int64_t nb, int64_t m,
                            float* out, int64_t ldo) {
-  uint8_t* bt = amx_scratch(static_cast<uint64_t>(nb) * (kAmxBBytes + kAmxScaleMinFloats * sizeof(float)));
-  auto* sm = reinterpret_cast<float*>(bt + kAmxBBytes * nb);
+  const uint64_t pair_bytes = static_cast<uint64_t>(nb) * (kAmxBBytes + kAmxScaleMinFloats * sizeof(float));
+  const int64_t pairs = (n + 7) / 16;  // the pairs j = 0, 16, ... with j + 8 < n
+  const AmxUnpacked want{&kKernelTag<T>, packed, group, n, x.epoch};
+  const bool reuse = x.epoch != 0 && t_held == want;
+  uint8_t* scratch = amx_scratch(static_cast<uint64_t>(pairs) * pair_bytes);
+  t_held = want;
   const long q_stride = static_cast<long>(nb * kBlock);
   for (int64_t j = 0; j + 8 < n; j += 16) {
-    const uint8_t* w = packed + static_cast<uint64_t>(j / 8) * group;
+    const uint8_t* w = reuse ? nullptr : packed + static_cast<uint64_t>(j / 8) * group;
+    uint8_t* bt = scratch + static_cast<uint64_t>(j / 16) * pair_bytes;
+    auto* sm = reinterpret_cast<float*>(bt + kAmxBBytes * nb);
     const int valid = static_cast<int>(std::min<int64_t>(8, n - j - 8));
     for (int64_t r0 = 0; r0 < m; r0 += 16) {  // the first 16 rows unpack the pair for the others
       amx_rows16<T>(r0 == 0 ? w : nullptr, group, bt, sm, x.q + r0 * q_stride, q_stride,
