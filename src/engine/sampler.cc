@@ -9,6 +9,7 @@
 #include <cmath>
 #include <exception>
 #include <limits>
+#include <numeric>
 #include <thread>
 
 #include "core/error.h"
@@ -84,21 +85,18 @@ size_t top_p_keep(std::vector<int32_t>& candidates, std::span<const double> x, s
   }
 }
 
-// The draw among the candidates `cand` with weights w: the first candidate j whose running sum
-// M_j passes target = u * total, u uniform in [0, 1). The sums go kChunk candidates at a time: M_j is
-// P_c + (w of chunk c's candidates up to j, added in order), P_c the sum in order of the chunks
-// before c. That is one dependent chain of additions per chunk, eight chunks side by side, where
-// one running sum over all the candidates would be a single chain as long as the vocabulary. M_j
-// never decreases, and M of a chunk's last candidate is P of the next, so "the first j" is well
-// defined, and total is M of the last candidate.
+// The draw among n candidates, candidate j of weight weight(j) and id id(j): the first candidate
+// j whose running sum M_j passes target = u * total, u uniform in [0, 1). The sums go kChunk candidates at a time: M_j
+// is P_c + (w of chunk c's candidates up to j, added in order), P_c the sum in order of the chunks before c. That is
+// one dependent chain of additions per chunk, eight chunks side by side, where one running sum over all the candidates
+// would be a single chain as long as the vocabulary. M_j never decreases, and M of a chunk's last candidate is P of the
+// next, so "the first j" is well defined, and total is M of the last candidate.
 constexpr size_t kChunk = 64;
 
-int32_t draw(std::span<const int32_t> cand, std::span<const double> w, Generator& generator,
-             std::vector<double>& chunk_mass) {
-  const size_t n = cand.size();
+template <class Weight, class Id>
+int32_t draw(size_t n, const Weight& weight, const Id& id, Generator& generator, std::vector<double>& chunk_mass) {
   const size_t chunks = (n + kChunk - 1) / kChunk;
   chunk_mass.assign(chunks, 0.0);
-  const auto weight = [&](size_t j) { return w[static_cast<size_t>(cand[j])]; };
   size_t c = 0;
   for (; (c + 8) * kChunk <= n; c += 8) {
     double m[8] = {};
@@ -124,13 +122,13 @@ int32_t draw(std::span<const int32_t> cand, std::span<const double> w, Generator
     if (target < after) break;
     before = after;
   }
-  if (c == chunks) return cand.back();  // rounding: the target reached the total
+  if (c == chunks) return id(n - 1);  // rounding: the target reached the total
   double running = 0.0;
   for (size_t j = c * kChunk; j < std::min(n, (c + 1) * kChunk); ++j) {
     running += weight(j);
-    if (target < before + running) return cand[j];
+    if (target < before + running) return id(j);
   }
-  return cand[std::min(n, (c + 1) * kChunk) - 1];  // not reached: the chunk's last M_j is the P that passed
+  return id(std::min(n, (c + 1) * kChunk) - 1);  // not reached: the chunk's last M_j is the P that passed
 }
 
 int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch& s) {
@@ -149,16 +147,16 @@ int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch&
   // below -708) is settled one by one.
   s.a.resize(vocab);
   s.w.resize(vocab);
-  if (p.temperature == 1.0) {  // the same values without the division, which does not vectorize as well
-    for (size_t i = 0; i < vocab; ++i)
-      s.a[i] = x[i] - top;
-  } else {
-    for (size_t i = 0; i < vocab; ++i)
-      s.a[i] = (x[i] - top) / p.temperature;
-  }
-  detail::exp_nonpositive(s.a, s.w);
   s.candidates.resize(vocab);
   size_t kept = 0;
+  // While every id so far is kept, the candidates are the ids themselves, 0 .. kept - 1, and are
+  // not written (the common case: a row with no masked, NaN or negligible logit keeps them all);
+  // the first id left out writes them, and the compressed list goes on from there.
+  bool dense = true;
+  const auto leave_dense = [&] {
+    std::iota(s.candidates.begin(), s.candidates.begin() + static_cast<std::ptrdiff_t>(kept), 0);
+    dense = false;
+  };
   const auto settle = [&](size_t begin, size_t end) {
     for (size_t i = begin; i < end; ++i) {
       double& w = s.w[i];
@@ -172,33 +170,71 @@ int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch&
           w = std::exp(s.a[i]);
         }
       }
+      const bool keep = w > 0.0 && !(w < p.min_p);
+      if (dense) {
+        if (keep) {
+          ++kept;
+          continue;
+        }
+        leave_dense();
+      }
       // written always, counted when kept: no branch on the weight
       s.candidates[kept] = static_cast<int32_t>(i);
-      kept += static_cast<size_t>(w > 0.0 && !(w < p.min_p));
+      kept += static_cast<size_t>(keep);
     }
   };
-  size_t i = 0;
-#if defined(__AVX512F__) && defined(__AVX512VL__)
-  // Eight at a time where none is rare: the kept ids compressed into place (the same ids as the
-  // loop above writes and counts).
-  const __m512d floor = _mm512_set1_pd(-708.0);
-  const __m512d min_p = _mm512_set1_pd(p.min_p);
-  __m256i ids = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-  for (; i + 8 <= vocab; i += 8, ids = _mm256_add_epi32(ids, _mm256_set1_epi32(8))) {
-    if (_mm512_cmp_pd_mask(_mm512_loadu_pd(s.a.data() + i), floor, _CMP_GE_OQ) != 0xff) {
-      settle(i, i + 8);
-      continue;
+  // A block at a time, so that a block's arguments and weights are still in L1 when they are read
+  // again: the arguments a, their exponentials, then which ids are kept.
+  constexpr size_t kStretch = 1024;  // a multiple of eight
+  for (size_t b0 = 0; b0 < vocab; b0 += kStretch) {
+    const size_t b1 = std::min(vocab, b0 + kStretch);
+    if (p.temperature == 1.0) {  // the same values without the division, which does not vectorize as well
+      for (size_t i = b0; i < b1; ++i)
+        s.a[i] = x[i] - top;
+    } else {
+      for (size_t i = b0; i < b1; ++i)
+        s.a[i] = (x[i] - top) / p.temperature;
     }
-    const __m512d w = _mm512_loadu_pd(s.w.data() + i);
-    const __mmask8 keep = static_cast<__mmask8>(_mm512_cmp_pd_mask(w, _mm512_setzero_pd(), _CMP_GT_OQ) &
-                                                _mm512_cmp_pd_mask(w, min_p, _CMP_NLT_UQ));
-    _mm256_mask_compressstoreu_epi32(s.candidates.data() + kept, keep, ids);
-    kept += static_cast<size_t>(std::popcount(static_cast<unsigned>(keep)));
-  }
+    detail::exp_nonpositive(std::span<const double>(s.a).subspan(b0, b1 - b0),
+                            std::span<double>(s.w).subspan(b0, b1 - b0));
+    size_t i = b0;
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+    // Eight at a time where none is rare: the kept ids compressed into place (the same ids as the
+    // loop above writes and counts).
+    const __m512d floor = _mm512_set1_pd(-708.0);
+    const __m512d min_p = _mm512_set1_pd(p.min_p);
+    __m256i ids =
+        _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int32_t>(b0)));
+    for (; i + 8 <= b1; i += 8, ids = _mm256_add_epi32(ids, _mm256_set1_epi32(8))) {
+      if (_mm512_cmp_pd_mask(_mm512_loadu_pd(s.a.data() + i), floor, _CMP_GE_OQ) != 0xff) {
+        settle(i, i + 8);
+        continue;
+      }
+      const __m512d w = _mm512_loadu_pd(s.w.data() + i);
+      const __mmask8 keep = static_cast<__mmask8>(_mm512_cmp_pd_mask(w, _mm512_setzero_pd(), _CMP_GT_OQ) &
+                                                  _mm512_cmp_pd_mask(w, min_p, _CMP_NLT_UQ));
+      if (dense) {
+        if (keep == 0xff) {
+          kept += 8;
+          continue;
+        }
+        leave_dense();
+      }
+      _mm256_mask_compressstoreu_epi32(s.candidates.data() + kept, keep, ids);
+      kept += static_cast<size_t>(std::popcount(static_cast<unsigned>(keep)));
+    }
 #endif
-  settle(i, vocab);
-  s.candidates.resize(kept);
+    settle(i, b1);
+  }
   const std::span<const double> w = s.w;
+  const bool truncated = (p.top_k > 0 && static_cast<uint64_t>(p.top_k) < kept) || p.top_p < 1.0;
+  if (dense && !truncated) {  // every id a candidate, in order: no list to go through
+    return draw(
+        kept, [&](size_t j) { return w[j]; }, [](size_t j) { return static_cast<int32_t>(j); }, *row.generator,
+        s.chunk_mass);
+  }
+  if (dense) leave_dense();
+  s.candidates.resize(kept);
   std::vector<int32_t>& cand = s.candidates;
 
   if (p.top_k > 0 && static_cast<uint64_t>(p.top_k) < cand.size()) {
@@ -213,7 +249,9 @@ int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch&
   }
   if (p.top_p < 1.0) cand.resize(top_p_keep(cand, x, w, p.top_p));
 
-  return draw(cand, w, *row.generator, s.chunk_mass);
+  return draw(
+      cand.size(), [&](size_t j) { return w[static_cast<size_t>(cand[j])]; }, [&](size_t j) { return cand[j]; },
+      *row.generator, s.chunk_mass);
 }
 
 // Ranking order of row_logprobs: larger logit first, NaN last, ties by lower id.

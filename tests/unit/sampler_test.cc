@@ -545,18 +545,27 @@ TEST(SamplerSeeds, SameSeedSameDrawsWhateverTheBatch) {
 // sampler computes them), one sequential running sum over the ids in order, and the first id whose
 // running sum passes u * total. The sampler keeps the running sums and bisects them; the token
 // must be the same for every seed, temperature and row (here with -inf and NaN logits in the row).
-TEST(SamplerDraw, SameTokenAsASequentialSearch) {
+// Every id a candidate (no masked, NaN or negligible logit, no min_p): the draw goes over the
+// weights directly, with no candidate list (sample_row's dense case); with such logits an id
+// left out goes back to the list. Both must give the sequential search's token.
+void check_draw_against_sequential_search(bool every_id_kept) {
   const int64_t vocab = 3001;
   std::mt19937 rng(5);
   std::normal_distribution<float> normal(0.0f, 2.5f);
   std::vector<float> logits(static_cast<size_t>(vocab));
   for (auto& v : logits)
     v = normal(rng);
-  logits[7] = -kInfF;
-  logits[100] = kNaN;
-  logits[2999] = -1e30f;  // far below the top: weight 0, never drawn
+  if (!every_id_kept) {
+    logits[7] = -kInfF;
+    logits[100] = kNaN;
+    logits[2999] = -1e30f;  // far below the top: weight 0, never drawn
+  }
   const Tensor t = make_logits({logits});
-  for (const auto& [temperature, min_p] : {std::pair{1.0, 0.0}, {0.7, 0.0}, {1.9, 0.0}, {1.0, 0.05}}) {
+  using TempMinP = std::pair<double, double>;
+  const std::vector<TempMinP> cases = every_id_kept
+                                          ? std::vector<TempMinP>{{1.0, 0.0}, {0.7, 0.0}, {1.9, 0.0}}
+                                          : std::vector<TempMinP>{{1.0, 0.0}, {0.7, 0.0}, {1.9, 0.0}, {1.0, 0.05}};
+  for (const auto& [temperature, min_p] : cases) {
     SamplingParams p;
     p.temperature = temperature;
     p.min_p = min_p;
@@ -601,6 +610,14 @@ TEST(SamplerDraw, SameTokenAsASequentialSearch) {
     }
     EXPECT_GT(distinct, 20) << "temperature " << temperature;  // the draws really spread
   }
+}
+
+TEST(SamplerDraw, SameTokenAsASequentialSearch) {
+  check_draw_against_sequential_search(false);
+}
+
+TEST(SamplerDraw, EveryIdKeptDrawsOverTheWeightsDirectly) {
+  check_draw_against_sequential_search(true);
 }
 
 TEST(SamplerDraw, MaxIgnoresNaN) {
