@@ -86,11 +86,12 @@ size_t top_p_keep(std::vector<int32_t>& candidates, std::span<const double> x, s
 }
 
 // The draw among n candidates, candidate j of weight weight(j) and id id(j): the first candidate
-// j whose running sum M_j passes target = u * total, u uniform in [0, 1). The sums go kChunk candidates at a time: M_j
-// is P_c + (w of chunk c's candidates up to j, added in order), P_c the sum in order of the chunks before c. That is
-// one dependent chain of additions per chunk, eight chunks side by side, where one running sum over all the candidates
-// would be a single chain as long as the vocabulary. M_j never decreases, and M of a chunk's last candidate is P of the
-// next, so "the first j" is well defined, and total is M of the last candidate.
+// j whose running sum M_j passes target = u * total, u uniform in [0, 1). The sums go kChunk
+// candidates at a time: M_j is P_c + (w of chunk c's candidates up to j, added in order), P_c the
+// sum in order of the chunks before c. That is one dependent chain of additions per chunk, eight
+// chunks side by side, where one running sum over all the candidates would be a single chain as
+// long as the vocabulary. M_j never decreases, and M of a chunk's last candidate is P of the next,
+// so "the first j" is well defined, and total is M of the last candidate.
 constexpr size_t kChunk = 64;
 
 template <class Weight, class Id>
@@ -186,6 +187,10 @@ int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch&
   // A block at a time, so that a block's arguments and weights are still in L1 when they are read
   // again: the arguments a, their exponentials, then which ids are kept.
   constexpr size_t kStretch = 1024;  // a multiple of eight
+#if defined(__AVX512F__) && defined(__AVX512VL__)
+  const __m512d floor = _mm512_set1_pd(-708.0);
+  const __m512d min_p = _mm512_set1_pd(p.min_p);
+#endif
   for (size_t b0 = 0; b0 < vocab; b0 += kStretch) {
     const size_t b1 = std::min(vocab, b0 + kStretch);
     if (p.temperature == 1.0) {  // the same values without the division, which does not vectorize as well
@@ -201,8 +206,6 @@ int32_t sample_row(std::span<const float> logits, const SampleRow& row, Scratch&
 #if defined(__AVX512F__) && defined(__AVX512VL__)
     // Eight at a time where none is rare: the kept ids compressed into place (the same ids as the
     // loop above writes and counts).
-    const __m512d floor = _mm512_set1_pd(-708.0);
-    const __m512d min_p = _mm512_set1_pd(p.min_p);
     __m256i ids =
         _mm256_add_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32(static_cast<int32_t>(b0)));
     for (; i + 8 <= b1; i += 8, ids = _mm256_add_epi32(ids, _mm256_set1_epi32(8))) {
