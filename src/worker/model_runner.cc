@@ -1,6 +1,8 @@
 #include "worker/model_runner.h"
 
 #include <algorithm>
+#include <charconv>
+#include <cstdlib>
 #include <cstring>
 #include <limits>
 
@@ -24,7 +26,30 @@ Tensor host_copy(const std::vector<T>& values, const Shape& shape, DType dtype) 
   return t;
 }
 
+// PAGODA_CPU_MICRO_BATCH as a token count, or -1 where it is unset. Anything but a whole number
+// in [0, kMaxStepTokens] is an error naming the variable.
+int64_t micro_batch_from_env() {
+  const char* env = std::getenv("PAGODA_CPU_MICRO_BATCH");
+  if (env == nullptr || *env == '\0') return -1;
+  int64_t value = 0;
+  const char* end = env + std::strlen(env);
+  const auto [ptr, ec] = std::from_chars(env, end, value);
+  if (ec != std::errc() || ptr != end || value < 0 || static_cast<size_t>(value) > kMaxStepTokens) {
+    fail(ErrorCode::kInvalidArgument, "PAGODA_CPU_MICRO_BATCH must be a token count from 0 to {}, got '{}'",
+         kMaxStepTokens, env);
+  }
+  return value;
+}
+
 }  // namespace
+
+int64_t micro_batch_tokens(const model::ModelConfig& c, int64_t recompute_boundary) {
+  if (c.moe.num_experts > 0 || recompute_boundary != 0) return 0;
+  const int64_t width =
+      std::max({int64_t{1}, 2 * c.intermediate_size, (c.num_heads + 2 * c.num_kv_heads) * c.head_dim, c.hidden_size});
+  const int64_t rows = (int64_t{3} << 20) / (width * static_cast<int64_t>(sizeof(float)));
+  return std::clamp<int64_t>(rows / 16 * 16, 64, 1024);
+}
 
 ModelRunner::ModelRunner(const ModelFiles& files, const RunnerOptions& options) {
   if (options.block_size < 1 || options.block_size > 1024) {
@@ -37,6 +62,8 @@ ModelRunner::ModelRunner(const ModelFiles& files, const RunnerOptions& options) 
     fail(ErrorCode::kInvalidArgument, "the KV cache type must be f32, f16 or bf16, got {}",
          dtype_name(options.cache_dtype));
   }
+  const bool cpu = options.device.kind == DeviceKind::kCpu;
+  const int64_t wanted = !cpu ? 0 : options.micro_batch >= 0 ? options.micro_batch : micro_batch_from_env();
   model::ModelOptions mo;
   mo.device = options.device;
   mo.max_model_len = options.max_model_len;
@@ -58,6 +85,7 @@ ModelRunner::ModelRunner(const ModelFiles& files, const RunnerOptions& options) 
     fail(ErrorCode::kOutOfMemory, "a KV cache of {} blocks x {} tokens x {} layers needs {} bytes; {} has {} free",
          blocks, bs, c.num_layers, total ? std::to_string(*total) : "too many", backend.name(), backend.free_memory());
   }
+  if (cpu) micro_batch_ = wanted >= 0 ? wanted : micro_batch_tokens(c, model_->recompute_boundary());
   cache_.block_size = bs;
   cache_.num_blocks = blocks;
   cache_bytes_ = static_cast<int64_t>(*total);
@@ -191,6 +219,62 @@ void ModelRunner::copy_blocks(std::span<const std::pair<int32_t, int32_t>> pairs
 
 Tensor ModelRunner::execute(const StepInput& s) {
   validate(s);
+  const bool split = micro_batch_ > 0 && static_cast<int64_t>(s.token_ids.size()) > micro_batch_ &&
+                     std::ranges::none_of(s.slot_mapping, [](int64_t slot) { return slot < 0; });
+  return split ? forward_in_parts(s) : forward(s);
+}
+
+// Passes of micro_batch_ consecutive tokens. A sequence's part in a pass is a step of its own
+// tokens there, with the cache length it has at that part's end; its earlier parts' keys and
+// values are in the cache by then (every slot is one: execute splits no step with an uncached
+// token). Each pass's logits rows go to their places in the step's.
+Tensor ModelRunner::forward_in_parts(const StepInput& s) {
+  const auto tokens = static_cast<int64_t>(s.token_ids.size());
+  const size_t seqs = s.seq_lens.size();
+  const auto row = static_cast<size_t>(s.max_blocks_per_seq);
+  Tensor logits;
+  Tensor last;
+  size_t first_seq = 0;  // the first sequence that ends after the pass's start
+  for (int64_t t0 = 0; t0 < tokens; t0 += micro_batch_) {
+    const int64_t t1 = std::min(tokens, t0 + micro_batch_);
+    StepInput p;
+    p.token_ids.assign(s.token_ids.begin() + t0, s.token_ids.begin() + t1);
+    p.positions.assign(s.positions.begin() + t0, s.positions.begin() + t1);
+    p.slot_mapping.assign(s.slot_mapping.begin() + t0, s.slot_mapping.begin() + t1);
+    p.max_blocks_per_seq = s.max_blocks_per_seq;
+    p.cu_query_lens.push_back(0);
+    while (s.cu_query_lens[first_seq + 1] <= t0)
+      ++first_seq;
+    for (size_t q = first_seq; q < seqs && s.cu_query_lens[q] < t1; ++q) {
+      const int64_t begin = std::max<int64_t>(s.cu_query_lens[q], t0);
+      const int64_t end = std::min<int64_t>(s.cu_query_lens[q + 1], t1);
+      p.seq_lens.push_back(static_cast<int32_t>(s.seq_lens[q] - (s.cu_query_lens[q + 1] - end)));
+      p.cu_query_lens.push_back(static_cast<int32_t>(p.cu_query_lens.back() + (end - begin)));
+      p.block_tables.insert(p.block_tables.end(), s.block_tables.begin() + static_cast<std::ptrdiff_t>(q * row),
+                            s.block_tables.begin() + static_cast<std::ptrdiff_t>((q + 1) * row));
+    }
+    std::vector<size_t> rows;  // the step's logits row of each of the pass's
+    for (size_t k = 0; k < s.logits_indices.size(); ++k) {
+      const int32_t i = s.logits_indices[k];
+      if (i >= t0 && i < t1) {
+        p.logits_indices.push_back(static_cast<int32_t>(i - t0));
+        rows.push_back(k);
+      }
+    }
+    last = forward(p);
+    if (rows.empty()) continue;
+    const int64_t vocab = last.dim(1);
+    if (!logits.defined())
+      logits = Tensor::empty(Shape{static_cast<int64_t>(s.logits_indices.size()), vocab}, DType::kF32);
+    for (size_t r = 0; r < rows.size(); ++r) {
+      std::memcpy(logits.data<float>() + rows[r] * static_cast<size_t>(vocab),
+                  last.data<float>() + r * static_cast<size_t>(vocab), static_cast<size_t>(vocab) * sizeof(float));
+    }
+  }
+  return logits.defined() ? logits : last;
+}
+
+Tensor ModelRunner::forward(const StepInput& s) {
   const auto tokens = static_cast<int64_t>(s.token_ids.size());
   const auto seqs = static_cast<int64_t>(s.seq_lens.size());
   const Device device = model_->device();

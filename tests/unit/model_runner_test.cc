@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include <cmath>
+#include <cstdlib>
 #include <fstream>
 #include <string>
 #include <vector>
@@ -202,6 +203,128 @@ TEST_F(RunnerTest, RejectsBadSteps) {
   expect_invalid(s, "logits requested for token 6");
   StepInput empty;
   expect_invalid(empty, "at least one token");
+}
+
+// The three golden prompts as one step (sequence q in blocks 16q ...), with the logits of each
+// prompt's last token and of two tokens inside the longest.
+StepInput three_prompts(const nlohmann::json& exp) {
+  StepInput s;
+  s.max_blocks_per_seq = 16;
+  s.cu_query_lens = {0};
+  for (int32_t q = 0; q < 3; ++q) {
+    const std::vector<int32_t> ids = prompt_of(exp["prompts"][q]);
+    for (size_t p = 0; p < ids.size(); ++p) {
+      s.token_ids.push_back(ids[p]);
+      s.positions.push_back(static_cast<int32_t>(p));
+      s.slot_mapping.push_back(int64_t{16} * q * 4 + static_cast<int64_t>(p));
+    }
+    for (int32_t b = 0; b < 16; ++b)
+      s.block_tables.push_back(16 * q + b);
+    s.seq_lens.push_back(static_cast<int32_t>(ids.size()));
+    s.cu_query_lens.push_back(static_cast<int32_t>(s.token_ids.size()));
+    s.logits_indices.push_back(s.cu_query_lens.back() - 1);
+  }
+  s.logits_indices.insert(s.logits_indices.begin() + 1, s.cu_query_lens[2] + 7);
+  s.logits_indices.push_back(s.cu_query_lens[2] + 20);
+  return s;
+}
+
+TEST_F(RunnerTest, MicroBatchesGiveTheSameLogits) {
+  const nlohmann::json exp = expected("llama");
+  const StepInput step = three_prompts(exp);
+  RunnerOptions o;
+  o.block_size = 4;
+  o.num_blocks = 64;
+  o.max_model_len = 128;
+  o.micro_batch = 0;
+  ModelRunner one_pass(*files_, o);
+  EXPECT_EQ(one_pass.micro_batch(), 0);
+  const Tensor want = one_pass.execute(step);
+  ASSERT_EQ(want.dim(0), 5);
+  // 57 tokens in passes of 7, 16 and 56: prompts split inside and across passes, a logits row in
+  // the last pass alone.
+  for (int64_t size : {7, 16, 56}) {
+    o.micro_batch = size;
+    ModelRunner parts(*files_, o);
+    EXPECT_EQ(parts.micro_batch(), size);
+    const Tensor got = parts.execute(step);
+    ASSERT_EQ(got.dim(0), 5);
+    ASSERT_EQ(got.dim(1), 256);
+    for (int64_t i = 0; i < got.numel(); ++i)
+      ASSERT_NEAR(got.data<float>()[i], want.data<float>()[i], 1e-4) << size << " " << i;
+    for (int q = 0; q < 3; ++q) {
+      const auto last = exp["prompts"][q]["last_logits"].get<std::vector<double>>();
+      const int64_t row = q == 0 ? 0 : q == 1 ? 2 : 3;
+      EXPECT_LT(max_diff(got.data<float>() + row * 256, last), 1e-3) << size << " " << q;
+    }
+  }
+  // No logits wanted: the passes fill the cache, and a decode step after them sees it.
+  StepInput fill = step;
+  fill.logits_indices.clear();
+  o.micro_batch = 16;
+  ModelRunner parts(*files_, o);
+  EXPECT_EQ(parts.execute(fill).numel(), 0);
+  const std::vector<int32_t> ids = prompt_of(exp["prompts"][2]);
+  StepInput next;
+  next.token_ids = {exp["prompts"][2]["generated_ids"][0].get<int32_t>()};
+  next.positions = {static_cast<int32_t>(ids.size())};
+  next.slot_mapping = {int64_t{16} * 2 * 4 + static_cast<int64_t>(ids.size())};
+  for (int32_t b = 0; b < 16; ++b)
+    next.block_tables.push_back(32 + b);
+  next.max_blocks_per_seq = 16;
+  next.seq_lens = {static_cast<int32_t>(ids.size() + 1)};
+  next.cu_query_lens = {0, 1};
+  next.logits_indices = {0};
+  const Tensor a = parts.execute(next);
+  (void)one_pass.execute(fill);
+  const Tensor b = one_pass.execute(next);
+  for (int64_t i = 0; i < 256; ++i)
+    ASSERT_NEAR(a.data<float>()[i], b.data<float>()[i], 1e-4) << i;
+}
+
+TEST(ModelRunnerMicroBatch, SizedToTheModel) {
+  model::ModelConfig c;
+  c.hidden_size = 576;
+  c.intermediate_size = 1536;
+  c.num_heads = 9;
+  c.num_kv_heads = 3;
+  c.head_dim = 64;
+  EXPECT_EQ(micro_batch_tokens(c, 0), 256);  // 3 MiB over 3,072 floats a token
+  c.intermediate_size = 2048;
+  EXPECT_EQ(micro_batch_tokens(c, 0), 192);
+  c.intermediate_size = 11008;
+  EXPECT_EQ(micro_batch_tokens(c, 0), 64);
+  c.intermediate_size = 64;
+  c.hidden_size = 64;
+  c.num_heads = 1;
+  c.num_kv_heads = 1;
+  EXPECT_EQ(micro_batch_tokens(c, 0), 1024);
+  EXPECT_EQ(micro_batch_tokens(c, 4096), 0);
+  c.moe.num_experts = 8;
+  EXPECT_EQ(micro_batch_tokens(c, 0), 0);
+}
+
+TEST(ModelRunnerMicroBatch, FromTheEnvironment) {
+  const ModelFiles files = ModelFiles::open(golden("llama"));
+  RunnerOptions o;
+  o.max_model_len = 64;
+  ::setenv("PAGODA_CPU_MICRO_BATCH", "32", 1);
+  EXPECT_EQ(ModelRunner(files, o).micro_batch(), 32);
+  o.micro_batch = 8;  // an explicit size wins
+  EXPECT_EQ(ModelRunner(files, o).micro_batch(), 8);
+  o.micro_batch = -1;
+  for (const char* bad : {"many", "-1", "12x", "99999999999"}) {
+    ::setenv("PAGODA_CPU_MICRO_BATCH", bad, 1);
+    try {
+      ModelRunner r(files, o);
+      ADD_FAILURE() << bad << " accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("PAGODA_CPU_MICRO_BATCH must be a token count"), std::string::npos)
+          << e.what();
+    }
+  }
+  ::unsetenv("PAGODA_CPU_MICRO_BATCH");
+  EXPECT_EQ(ModelRunner(files, o).micro_batch(), micro_batch_tokens(files.config(), 0));
 }
 
 TEST(ModelRunnerOptions, RejectsBadOptions) {
