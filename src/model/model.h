@@ -38,6 +38,10 @@ struct BatchInput {
   std::span<const int32_t> host_positions;
   std::span<const int32_t> host_seq_lens;
   std::span<const int32_t> host_cu_query_lens;
+  // forward returns the hidden states of the logits_indices tokens (n, hidden_size) f32, before
+  // the final norm, instead of their logits; Model::logits turns them into logits. A step run in
+  // several passes collects its rows so and computes their logits once.
+  bool hidden_rows = false;
 };
 
 // The paged KV cache: per layer (num_blocks, num_kv_heads, block_size, head_dim) keys and values.
@@ -74,6 +78,10 @@ class Model {
   // (n, vocab_size) f32, on the model's device, of the tokens in batch.logits_indices (an empty
   // host tensor when n is 0).
   [[nodiscard]] virtual Tensor forward(const BatchInput& batch, KvCache& cache) = 0;
+
+  // The logits (n, vocab_size) f32 of hidden-state rows (n, hidden_size) f32 on the model's
+  // device, as forward with BatchInput::hidden_rows returned them.
+  [[nodiscard]] virtual Tensor logits(const Tensor& rows) = 0;
 };
 
 // The positions a model of this config can address: max_position_embeddings, stretched by the

@@ -221,19 +221,21 @@ Tensor ModelRunner::execute(const StepInput& s) {
   validate(s);
   const bool split = micro_batch_ > 0 && static_cast<int64_t>(s.token_ids.size()) > micro_batch_ &&
                      std::ranges::none_of(s.slot_mapping, [](int64_t slot) { return slot < 0; });
-  return split ? forward_in_parts(s) : forward(s);
+  return split ? forward_in_parts(s) : forward(s, false);
 }
 
 // Passes of micro_batch_ consecutive tokens. A sequence's part in a pass is a step of its own
 // tokens there, with the cache length it has at that part's end; its earlier parts' keys and
 // values are in the cache by then (every slot is one: execute splits no step with an uncached
-// token). Each pass's logits rows go to their places in the step's.
+// token). Each pass returns the hidden states of its logits tokens, which go to their places in
+// the step's rows; the logits of all of them are computed once, at the end (a pass's two or
+// three rows would each have read the whole output projection).
 Tensor ModelRunner::forward_in_parts(const StepInput& s) {
   const auto tokens = static_cast<int64_t>(s.token_ids.size());
   const size_t seqs = s.seq_lens.size();
   const auto row = static_cast<size_t>(s.max_blocks_per_seq);
-  Tensor logits;
-  Tensor last;
+  const int64_t hidden = config().hidden_size;
+  Tensor states = Tensor::empty(Shape{static_cast<int64_t>(s.logits_indices.size()), hidden}, DType::kF32);
   size_t first_seq = 0;  // the first sequence that ends after the pass's start
   for (int64_t t0 = 0; t0 < tokens; t0 += micro_batch_) {
     const int64_t t1 = std::min(tokens, t0 + micro_batch_);
@@ -261,20 +263,16 @@ Tensor ModelRunner::forward_in_parts(const StepInput& s) {
         rows.push_back(k);
       }
     }
-    last = forward(p);
-    if (rows.empty()) continue;
-    const int64_t vocab = last.dim(1);
-    if (!logits.defined())
-      logits = Tensor::empty(Shape{static_cast<int64_t>(s.logits_indices.size()), vocab}, DType::kF32);
+    const Tensor part = forward(p, true);
     for (size_t r = 0; r < rows.size(); ++r) {
-      std::memcpy(logits.data<float>() + rows[r] * static_cast<size_t>(vocab),
-                  last.data<float>() + r * static_cast<size_t>(vocab), static_cast<size_t>(vocab) * sizeof(float));
+      std::memcpy(states.data<float>() + rows[r] * static_cast<size_t>(hidden),
+                  part.data<float>() + r * static_cast<size_t>(hidden), static_cast<size_t>(hidden) * sizeof(float));
     }
   }
-  return logits.defined() ? logits : last;
+  return to_host(model_->logits(to_device(states, model_->device())));
 }
 
-Tensor ModelRunner::forward(const StepInput& s) {
+Tensor ModelRunner::forward(const StepInput& s, bool hidden_rows) {
   const auto tokens = static_cast<int64_t>(s.token_ids.size());
   const auto seqs = static_cast<int64_t>(s.seq_lens.size());
   const Device device = model_->device();
@@ -307,6 +305,7 @@ Tensor ModelRunner::forward(const StepInput& s) {
   b.host_positions = s.positions;
   b.host_seq_lens = s.seq_lens;
   b.host_cu_query_lens = s.cu_query_lens;
+  b.hidden_rows = hidden_rows;
 
   Tensor logits = model_->forward(b, cache_);
   return to_host(logits);

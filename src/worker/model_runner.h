@@ -37,9 +37,9 @@ struct RunnerOptions {
   DType cache_dtype = DType::kF32;
   // Most tokens one forward pass takes on the CPU: a longer step runs as consecutive passes of
   // this many tokens (a sequence split between two takes its first part's keys and values from
-  // the cache, as a prompt in chunks does), its logits the same rows. -1: sized to the model
-  // (micro_batch_tokens), or PAGODA_CPU_MICRO_BATCH where set; 0: one pass per step. Devices
-  // always run a step in one pass.
+  // the cache, as a prompt in chunks does), the logits of all its rows computed once at the end.
+  // -1: sized to the model (micro_batch_tokens), or PAGODA_CPU_MICRO_BATCH where set; 0: one
+  // pass per step. Devices always run a step in one pass.
   int64_t micro_batch = -1;
 };
 
@@ -103,7 +103,7 @@ class ModelRunner {
   [[nodiscard]] int64_t cache_bytes() const { return cache_bytes_; }
 
  private:
-  Tensor forward(const StepInput& step);  // one pass, the step already checked
+  Tensor forward(const StepInput& step, bool hidden_rows);  // one pass, the step already checked
   Tensor forward_in_parts(const StepInput& step);
 
   std::unique_ptr<model::Model> model_;

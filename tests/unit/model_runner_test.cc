@@ -282,6 +282,62 @@ TEST_F(RunnerTest, MicroBatchesGiveTheSameLogits) {
     ASSERT_NEAR(a.data<float>()[i], b.data<float>()[i], 1e-4) << i;
 }
 
+TEST(ModelLogits, OfHiddenRowsAsForwardComputesThem) {
+  const ModelFiles files = ModelFiles::open(golden("llama"));
+  model::ModelOptions mo;
+  mo.max_model_len = 64;
+  const std::unique_ptr<model::Model> m = model::load_model(files, mo);
+  const int64_t hidden = m->config().hidden_size;
+  // one token, position 0, through forward with and without hidden_rows
+  Tensor ids = Tensor::empty(Shape{1}, DType::kI32);
+  ids.data<int32_t>()[0] = 7;
+  Tensor zero = Tensor::empty(Shape{1}, DType::kI32);
+  zero.data<int32_t>()[0] = 0;
+  Tensor slot = Tensor::empty(Shape{1}, DType::kI64);
+  slot.data<int64_t>()[0] = 0;
+  Tensor one = Tensor::empty(Shape{1}, DType::kI32);
+  one.data<int32_t>()[0] = 1;
+  Tensor cu = Tensor::empty(Shape{2}, DType::kI32);
+  cu.data<int32_t>()[0] = 0;
+  cu.data<int32_t>()[1] = 1;
+  model::BatchInput b;
+  b.token_ids = ids;
+  b.positions = zero;
+  b.slot_mapping = slot;
+  b.block_tables = Tensor::empty(Shape{1, 1}, DType::kI32);
+  b.block_tables.data<int32_t>()[0] = 0;
+  b.seq_lens = one;
+  b.cu_query_lens = cu;
+  b.logits_indices = zero;
+  b.num_tokens = 1;
+  b.num_seqs = 1;
+  b.max_query_len = 1;
+  b.max_seq_len = 1;
+  b.host_positions = {zero.data<int32_t>(), 1};
+  b.host_seq_lens = {one.data<int32_t>(), 1};
+  b.host_cu_query_lens = {cu.data<int32_t>(), 2};
+  model::KvCache cache;
+  cache.block_size = 16;
+  cache.num_blocks = 1;
+  const model::ModelConfig& c = m->config();
+  for (int64_t l = 0; l < c.num_layers; ++l) {
+    cache.keys.push_back(Tensor::empty(Shape{1, c.num_kv_heads, 16, c.head_dim}, DType::kF32));
+    cache.values.push_back(Tensor::empty(Shape{1, c.num_kv_heads, 16, c.head_dim}, DType::kF32));
+  }
+  const Tensor want = m->forward(b, cache);
+  b.hidden_rows = true;
+  const Tensor rows = m->forward(b, cache);
+  ASSERT_EQ(rows.dim(0), 1);
+  ASSERT_EQ(rows.dim(1), hidden);
+  const Tensor got = m->logits(rows);
+  ASSERT_EQ(got.dim(1), want.dim(1));
+  for (int64_t i = 0; i < want.numel(); ++i)
+    EXPECT_EQ(got.data<float>()[i], want.data<float>()[i]) << i;
+  EXPECT_EQ(m->logits(Tensor::empty(Shape{0, hidden}, DType::kF32)).numel(), 0);
+  EXPECT_THROW((void)m->logits(Tensor::empty(Shape{1, hidden + 1}, DType::kF32)), Error);
+  EXPECT_THROW((void)m->logits(Tensor::empty(Shape{hidden}, DType::kF32)), Error);
+}
+
 TEST(ModelRunnerMicroBatch, SizedToTheModel) {
   model::ModelConfig c;
   c.hidden_size = 576;

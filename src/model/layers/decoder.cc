@@ -135,11 +135,28 @@ Tensor DecoderModel::forward(const BatchInput& batch, KvCache& cache) {
   if (n == 0) return Tensor::empty(Shape{0, config_.vocab_size}, DType::kF32);
   Tensor last = step.empty(Shape{n, hidden});
   ops::gather_rows(last, h, batch.logits_indices);
-  norm(last, last, w_.final_norm);
-  Tensor logits = step.empty(Shape{n, config_.vocab_size});
-  ops::matmul(logits, last, w_.lm_head);
+  if (batch.hidden_rows) return last;
+  return final_logits(step, last, last);
+}
+
+Tensor DecoderModel::final_logits(const Step& step, const Tensor& rows, Tensor& normed) const {
+  norm(normed, rows, w_.final_norm);
+  Tensor logits = step.empty(Shape{rows.dim(0), config_.vocab_size});
+  ops::matmul(logits, normed, w_.lm_head);
   if (config_.final_logit_softcap > 0.0) ops::softcap(logits, static_cast<float>(config_.final_logit_softcap));
   return logits;
+}
+
+Tensor DecoderModel::logits(const Tensor& rows) {
+  if (rows.ndim() != 2 || rows.dim(1) != config_.hidden_size || rows.dtype() != DType::kF32) {
+    fail(ErrorCode::kInvalidArgument, "hidden rows must be (n, {}) f32", config_.hidden_size);
+  }
+  if (rows.dim(0) == 0) return Tensor::empty(Shape{0, config_.vocab_size}, DType::kF32);
+  const BatchInput none;
+  KvCache no_cache;
+  const Step step{none, no_cache, device_, {}, nullptr};
+  Tensor normed = step.empty(rows.shape());
+  return final_logits(step, rows, normed);
 }
 
 }  // namespace pagoda::model

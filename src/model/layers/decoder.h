@@ -61,10 +61,14 @@ class DecoderModel final : public Model {
     return config_.rope.type == RopeType::kLongRope ? config_.rope.original_max_position_embeddings : 0;
   }
   [[nodiscard]] Tensor forward(const BatchInput& batch, KvCache& cache) override;
+  [[nodiscard]] Tensor logits(const Tensor& rows) override;
 
  private:
   void norm(Tensor& out, const Tensor& x, const Norm& n) const;
   [[nodiscard]] Tensor feed_forward(Step& step, const Tensor& x, const DecoderLayer& layer) const;
+  // The final norm of rows into normed (which may be rows), the output projection and the
+  // soft-cap.
+  [[nodiscard]] Tensor final_logits(const Step& step, const Tensor& rows, Tensor& normed) const;
 
   ModelConfig config_;
   DecoderWeights w_;
